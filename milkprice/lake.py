@@ -1,0 +1,257 @@
+"""The data lake: monthly parquet partitions on local disk or S3, through one code path.
+
+Layout: ``<base>/monthly/YYYY/MM/YYYY-MM-data.parquet``. Local and S3 lakes differ only in
+their base URI (and the endpoint in the storage options); fsspec does the rest. Every read and
+write is validated (:mod:`milkprice.schema`); writes are atomic and deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from milkprice.months import Month
+from milkprice.schema import COLUMNS, LakeDataError, ValidationSummary, validate_frame
+from milkprice.settings import Settings, Source
+
+__all__ = [
+    "Lake",
+    "LakeError",
+    "LakeWindow",
+    "PartitionWrite",
+    "frame_fingerprint",
+    "partition_key",
+    "serialize_partition",
+]
+
+_ARROW_SCHEMA = pa.schema(
+    [
+        ("Fecha", pa.timestamp("ns")),
+        ("Estado", pa.string()),
+        ("Ciudad", pa.string()),
+        ("Tipo", pa.string()),
+        ("Canal", pa.string()),
+        ("Precio", pa.float64()),
+    ]
+)
+_PARTITION_RE = re.compile(r"monthly/(\d{4})/(\d{2})/(\d{4})-(\d{2})-data\.parquet$")
+
+
+class LakeError(RuntimeError):
+    """The lake cannot be reached or used (missing bucket, endpoint down, unreadable file)."""
+
+
+def partition_key(month: Month) -> str:
+    """The one place that says where a month lives, relative to the lake's base."""
+    return f"monthly/{month.year:04d}/{month.month:02d}/{month}-data.parquet"
+
+
+def serialize_partition(frame: pd.DataFrame) -> bytes:
+    """Parquet bytes of a clean frame; the same rows always give the same bytes."""
+    table = pa.Table.from_pandas(frame.loc[:, COLUMNS], schema=_ARROW_SCHEMA, preserve_index=False)
+    table = table.replace_schema_metadata(None)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", write_statistics=True)
+    return buffer.getvalue()
+
+
+def frame_fingerprint(frame: pd.DataFrame) -> str:
+    """Short content hash of rows (order-sensitive: pass canonical frames)."""
+    hashed = pd.util.hash_pandas_object(frame.loc[:, COLUMNS], index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PartitionWrite:
+    """What a write did: where, how many rows, the content fingerprint, and whether bytes changed."""
+
+    month: Month
+    path: str
+    rows: int
+    fingerprint: str
+    changed: bool
+    summary: ValidationSummary
+
+
+@dataclass
+class LakeWindow:
+    """Rows of several months read together, and which of the asked months were absent."""
+
+    frame: pd.DataFrame
+    present: list[Month]
+    missing: list[Month]
+    summaries: list[ValidationSummary] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of everything read (identifies the training data of a run)."""
+        return frame_fingerprint(self.frame)
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A lake at ``base_uri`` (a local folder or ``s3://bucket/prefix``)."""
+
+    base_uri: str
+    storage_options: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, source: Source | None = None) -> Lake:
+        """The lake the settings point at for ``source`` (default: the configured one)."""
+        return cls(settings.lake_uri(source), settings.storage_options(source))
+
+    @cached_property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """The filesystem behind the base URI."""
+        fs, _ = fsspec.core.url_to_fs(self.base_uri, **self.storage_options)
+        return fs
+
+    @cached_property
+    def _root(self) -> str:
+        _, root = fsspec.core.url_to_fs(self.base_uri, **self.storage_options)
+        return root.rstrip("/")
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the lake lives on local disk."""
+        return isinstance(self.fs, LocalFileSystem)
+
+    def path(self, month: Month) -> str:
+        """Filesystem path of a month's partition."""
+        return f"{self._root}/{partition_key(month)}"
+
+    def uri(self, month: Month) -> str:
+        """Full URI of a month's partition, as shown to users."""
+        return f"{self.base_uri.rstrip('/')}/{partition_key(month)}"
+
+    def _guard(self, action: str, exc: Exception) -> LakeError:
+        return LakeError(f"cannot {action} in the lake at {self.base_uri}: {exc}")
+
+    def check_reachable(self) -> None:
+        """Fail with a clear message if the lake's base cannot be reached (bucket, endpoint)."""
+        try:
+            if not self.is_local and not self.fs.exists(self._root.split("/")[0]):
+                raise LakeError(
+                    f"bucket {self._root.split('/')[0]!r} does not exist at "
+                    f"{self.storage_options.get('endpoint_url', 'AWS S3')}; create it or set S3_BUCKET"
+                )
+        except LakeError:
+            raise
+        except Exception as exc:  # botocore/aiohttp raise many types for an endpoint down
+            raise self._guard("reach the bucket", exc) from exc
+
+    def list_months(self) -> list[Month]:
+        """Months that have a partition, oldest first."""
+        self.check_reachable()
+        pattern = f"{self._root}/monthly/*/*/*-data.parquet"
+        try:
+            paths = self.fs.glob(pattern)
+        except FileNotFoundError:
+            return []
+        except Exception as exc:
+            raise self._guard("list partitions", exc) from exc
+        months = []
+        for path in paths:
+            match = _PARTITION_RE.search(str(path))
+            if match and match.group(1, 2) == match.group(3, 4):
+                months.append(Month(int(match.group(1)), int(match.group(2))))
+        return sorted(set(months))
+
+    def exists(self, month: Month) -> bool:
+        """Whether a month has a partition."""
+        try:
+            return bool(self.fs.exists(self.path(month)))
+        except Exception as exc:
+            raise self._guard(f"look for {month}", exc) from exc
+
+    def read_bytes(self, month: Month) -> bytes | None:
+        """Raw bytes of a partition, or ``None`` if the month is absent."""
+        try:
+            return bytes(self.fs.cat_file(self.path(month)))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._guard(f"read {month}", exc) from exc
+
+    def read_month(self, month: Month) -> tuple[pd.DataFrame, ValidationSummary]:
+        """Read and validate one month.
+
+        Raises:
+            FileNotFoundError: the month has no partition (the message names it).
+            LakeDataError: the file is not valid parquet or its rows fail validation.
+        """
+        data = self.read_bytes(month)
+        uri = self.uri(month)
+        if data is None:
+            raise FileNotFoundError(f"no partition for {month} in the lake: {uri}")
+        try:
+            frame = pq.read_table(io.BytesIO(data)).to_pandas()
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for corrupt files
+            raise LakeDataError(f"{uri}: not a readable parquet file ({exc})") from exc
+        return validate_frame(frame, origin=uri, month=month)
+
+    def read_window(self, months: Sequence[Month]) -> LakeWindow:
+        """Read several months, reporting the ones that have no partition."""
+        frames, present, missing, summaries = [], [], [], []
+        for month in months:
+            if not self.exists(month):
+                missing.append(month)
+                continue
+            frame, summary = self.read_month(month)
+            frames.append(frame)
+            present.append(month)
+            summaries.append(summary)
+        combined = (
+            pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+        )
+        return LakeWindow(combined, present, missing, summaries)
+
+    def write_month(self, month: Month, frame: pd.DataFrame) -> PartitionWrite:
+        """Validate and write one month atomically.
+
+        On local disk the bytes go to a temporary file in the same folder, renamed over the
+        partition; on S3 they go in one PUT. Either way a reader sees the old partition or the
+        new one, never a part. Writing the same rows again leaves the bytes unchanged.
+        """
+        clean, summary = validate_frame(frame, origin=self.uri(month), month=month)
+        data = serialize_partition(clean)
+        previous = self.read_bytes(month)
+        path = self.path(month)
+        if previous != data:
+            self._atomic_put(path, data)
+        return PartitionWrite(
+            month=month,
+            path=self.uri(month),
+            rows=len(clean),
+            fingerprint=frame_fingerprint(clean),
+            changed=previous != data,
+            summary=summary,
+        )
+
+    def _atomic_put(self, path: str, data: bytes) -> None:
+        try:
+            if self.is_local:
+                folder = path.rsplit("/", 1)[0]
+                self.fs.makedirs(folder, exist_ok=True)
+                temporary = f"{folder}/.{uuid.uuid4().hex}.tmp"
+                try:
+                    self.fs.pipe_file(temporary, data)
+                    self.fs.mv(temporary, path)
+                finally:
+                    if self.fs.exists(temporary):
+                        self.fs.rm_file(temporary)
+            else:
+                self.fs.pipe_file(path, data)
+        except Exception as exc:
+            raise self._guard(f"write {path}", exc) from exc
