@@ -1,0 +1,181 @@
+"""Model registry: register a version and move the ``champion`` alias only when it is better.
+
+The gate, in order (the first rule that applies decides):
+
+1. a candidate that does not beat the naive forecast on its validation month is rejected;
+2. with no champion yet, the candidate is promoted;
+3. a candidate whose validation month is older than the champion's is rejected, so that a
+   backfill never demotes a model trained on newer data;
+4. the champion is re-scored on the candidate's validation month; a candidate with a higher
+   RMSE than the champion there is rejected;
+5. otherwise the candidate is promoted.
+
+"Better" is measured by RMSE (the metric the target is stated in); the decision and its reason
+are recorded as tags of the candidate version. Aliases are used, not the deprecated stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from milkprice.months import Month
+from milkprice.tracking import LoggedRun, mlflow_lock
+
+__all__ = [
+    "CHAMPION_ALIAS",
+    "Champion",
+    "PromotionDecision",
+    "current_champion",
+    "decide_promotion",
+    "promote_if_better",
+    "register_version",
+]
+
+CHAMPION_ALIAS = "champion"
+VALIDATION_MONTH_TAG = "validation_month"
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version holding the ``champion`` alias."""
+
+    version: str
+    validation_month: Month
+    model_uri: str
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    """Whether the candidate took the alias, and why."""
+
+    candidate_version: str
+    promoted: bool
+    reason: str
+    previous_champion: str | None = None
+    champion_rmse_on_month: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict, for logs and artifacts."""
+        return asdict(self)
+
+
+def register_version(
+    tracking_uri: str, model_name: str, logged: LoggedRun, tags: Mapping[str, str]
+) -> str:
+    """Register the run's model as a new version of ``model_name``; return the version."""
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow_lock(tracking_uri):
+        version = mlflow.register_model(logged.model_uri, model_name, tags=dict(tags))
+    return str(version.version)
+
+
+def current_champion(client: MlflowClient, model_name: str) -> Champion | None:
+    """The version behind the ``champion`` alias, or ``None`` when there is none yet."""
+    try:
+        version = client.get_model_version_by_alias(model_name, CHAMPION_ALIAS)
+    except MlflowException:
+        return None
+    month_text = version.tags.get(VALIDATION_MONTH_TAG)
+    if not month_text:
+        raise ValueError(
+            f"champion version {version.version} of {model_name!r} has no "
+            f"{VALIDATION_MONTH_TAG!r} tag; tag it or move the alias by hand"
+        )
+    return Champion(
+        str(version.version), Month.parse(month_text), f"models:/{model_name}/{version.version}"
+    )
+
+
+def decide_promotion(
+    *,
+    candidate_version: str,
+    candidate_month: Month,
+    candidate_metrics: Mapping[str, float],
+    champion: Champion | None,
+    rescore_champion: Callable[[Champion], float],
+) -> PromotionDecision:
+    """Apply the gate (module docstring) without touching the registry."""
+    rmse = float(candidate_metrics["val_rmse"])
+    naive = float(candidate_metrics["naive_val_rmse"])
+    if not rmse < naive:
+        return PromotionDecision(
+            candidate_version,
+            False,
+            f"RMSE {rmse:.4f} does not beat the naive forecast ({naive:.4f}) on {candidate_month}",
+            champion.version if champion else None,
+        )
+    if champion is None:
+        return PromotionDecision(
+            candidate_version,
+            True,
+            f"first champion: RMSE {rmse:.4f} beats naive {naive:.4f} on {candidate_month}",
+        )
+    if candidate_month < champion.validation_month:
+        return PromotionDecision(
+            candidate_version,
+            False,
+            f"validation month {candidate_month} is older than the champion's "
+            f"({champion.validation_month}, version {champion.version})",
+            champion.version,
+        )
+    champion_rmse = float(rescore_champion(champion))
+    if rmse > champion_rmse:
+        return PromotionDecision(
+            candidate_version,
+            False,
+            f"RMSE {rmse:.4f} is worse than champion version {champion.version} "
+            f"re-scored on {candidate_month} ({champion_rmse:.4f})",
+            champion.version,
+            champion_rmse,
+        )
+    return PromotionDecision(
+        candidate_version,
+        True,
+        f"RMSE {rmse:.4f} beats naive {naive:.4f} and champion version {champion.version} "
+        f"({champion_rmse:.4f}) on {candidate_month}",
+        champion.version,
+        champion_rmse,
+    )
+
+
+def promote_if_better(
+    *,
+    tracking_uri: str,
+    model_name: str,
+    candidate_version: str,
+    candidate_month: Month,
+    candidate_metrics: Mapping[str, float],
+    rescore_champion: Callable[[Champion], float],
+) -> PromotionDecision:
+    """Decide, move the alias if the candidate wins, and tag the candidate with the decision.
+
+    The whole read-decide-write runs under the store's lock, so two runs finishing together
+    cannot both read the same champion and both take the alias.
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    with mlflow_lock(tracking_uri):
+        decision = decide_promotion(
+            candidate_version=candidate_version,
+            candidate_month=candidate_month,
+            candidate_metrics=candidate_metrics,
+            champion=current_champion(client, model_name),
+            rescore_champion=rescore_champion,
+        )
+        client.set_model_version_tag(
+            model_name,
+            candidate_version,
+            "promotion",
+            "promoted" if decision.promoted else "rejected",
+        )
+        client.set_model_version_tag(
+            model_name, candidate_version, "promotion_reason", decision.reason
+        )
+        if decision.promoted:
+            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, candidate_version)
+    return decision

@@ -1,0 +1,157 @@
+"""Prefect tasks of the training flow: each a thin call into :mod:`milkprice`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_table_artifact
+
+from milkprice.lake import Lake, LakeError, LakeWindow
+from milkprice.months import Month
+from milkprice.registry import PromotionDecision
+from milkprice.run import (
+    check_window,
+    load_training_window,
+    log_and_register,
+    metrics_table,
+    promote_candidate,
+)
+from milkprice.settings import Settings, Source
+from milkprice.tracking import LoggedRun, run_url
+from milkprice.training import (
+    Evaluation,
+    TrainingOutcome,
+    WindowSplit,
+    evaluate_on_month,
+    fit_forecaster,
+    refit_on_window,
+    tune,
+)
+from milkprice.tuning import TuningResult
+
+__all__ = [
+    "evaluation",
+    "promotion_decision",
+    "registered_version",
+    "report",
+    "training_window",
+    "tuned_model",
+    "validated_frame",
+]
+
+_IO_RETRIES = 2
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry reads only on errors that may pass (the store or network), not on bad data."""
+    try:
+        state.result()
+    except (LakeError, ConnectionError, TimeoutError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="training-window",
+    retries=_IO_RETRIES,
+    retry_delay_seconds=2,
+    retry_condition_fn=_transient,
+)
+def training_window(lake: Lake, validation_month: Month) -> LakeWindow:
+    """The partitions of the 12 training months and the validation month, validated."""
+    window = load_training_window(lake, validation_month)
+    logger = get_run_logger()
+    for summary in window.summaries:
+        logger.info("read %s", summary.to_dict())
+    return window
+
+
+@task(name="validated-frame")
+def validated_frame(lake: Lake, window: LakeWindow, validation_month: Month) -> WindowSplit:
+    """Check the window can train a model; warn about missing training months."""
+    split = check_window(lake, window, validation_month)
+    if split.missing_months:
+        get_run_logger().warning(
+            "training without %s: proceeding with %d of 12 months",
+            ", ".join(str(m) for m in split.missing_months),
+            len(split.training_months),
+        )
+    return split
+
+
+@task(name="tuned-model")
+def tuned_model(
+    frame: pd.DataFrame, split: WindowSplit, seed: int, n_trials: int
+) -> tuple[TuningResult, Any]:
+    """Hyperparameters searched on inner folds of the training months, and the fitted model."""
+    tuning = tune(frame, split, n_trials=n_trials, seed=seed)
+    get_run_logger().info(
+        "tuning: best inner score %.4f in %d trials", tuning.best_score, tuning.n_trials
+    )
+    return tuning, fit_forecaster(frame, split, tuning.best_params, seed=seed)
+
+
+@task(name="evaluation")
+def evaluation(forecaster: Any, frame: pd.DataFrame, validation_month: Month) -> Evaluation:
+    """The model and the baselines scored on the validation month."""
+    return evaluate_on_month(forecaster, frame, validation_month)
+
+
+@task(name="registered-version", retries=_IO_RETRIES, retry_delay_seconds=5)
+def registered_version(
+    settings: Settings, outcome: TrainingOutcome, window: LakeWindow, source: Source
+) -> tuple[LoggedRun, str]:
+    """The run logged to MLflow and its model registered as a new version."""
+    return log_and_register(settings, outcome, window, source)
+
+
+@task(name="refit-model")
+def refit_model(frame: pd.DataFrame, split: WindowSplit, params: dict[str, Any], seed: int) -> Any:
+    """The model refit on all 13 months: the one registered for the months after."""
+    return refit_on_window(frame, split, params, seed=seed)
+
+
+@task(name="promotion-decision")
+def promotion_decision(
+    settings: Settings,
+    logged: LoggedRun,
+    version: str,
+    outcome: TrainingOutcome,
+    frame: pd.DataFrame,
+) -> PromotionDecision:
+    """Whether the new version takes the ``champion`` alias, and why."""
+    decision = promote_candidate(settings, logged, version, outcome, frame)
+    get_run_logger().info("promotion of version %s: %s", version, decision.reason)
+    return decision
+
+
+@task(name="report")
+def report(
+    settings: Settings, outcome: TrainingOutcome, logged: LoggedRun, decision: PromotionDecision
+) -> list[dict[str, object]]:
+    """Prefect artifacts: the metrics beside the baselines, and a link to the MLflow run."""
+    month = outcome.validation_month
+    table = metrics_table(outcome.metrics)
+    create_table_artifact(
+        table=table,
+        key="milk-price-metrics",
+        description=(
+            f"Validation month {month}; version {decision.candidate_version} "
+            f"{'promoted' if decision.promoted else 'not promoted'}: {decision.reason}"
+        ),
+    )
+    create_link_artifact(
+        link=run_url(
+            settings.mlflow_tracking_uri,
+            logged.experiment_id,
+            logged.run_id,
+            settings.mlflow_ui_url,
+        ),
+        link_text=f"MLflow run for {month}",
+        key="milk-price-mlflow-run",
+    )
+    return table
