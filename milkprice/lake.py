@@ -7,6 +7,7 @@ write is validated (:mod:`milkprice.schema`); writes are atomic and deterministi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import re
@@ -22,7 +23,13 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from milkprice.months import Month
-from milkprice.schema import COLUMNS, LakeDataError, ValidationSummary, validate_frame
+from milkprice.schema import (
+    COLUMNS,
+    LakeDataError,
+    ValidationSummary,
+    normalize_frame,
+    validate_frame,
+)
 from milkprice.settings import Settings, Source
 
 __all__ = [
@@ -46,6 +53,30 @@ _ARROW_SCHEMA = pa.schema(
     ]
 )
 _PARTITION_RE = re.compile(r"monthly/(\d{4})/(\d{2})/(\d{4})-(\d{2})-data\.parquet$")
+# botocore's defaults (5 attempts with backoff, per request; two bucket probes) make an endpoint
+# that is down take ~20 s to report; a lake call should fail within a few seconds instead.
+_S3_CONFIG_DEFAULTS: dict[str, object] = {
+    "connect_timeout": 5,
+    "retries": {"total_max_attempts": 3, "mode": "standard"},
+}
+
+
+def _with_defaults(base_uri: str, storage_options: dict[str, object]) -> dict[str, object]:
+    """Storage options with the lake's S3 defaults; anything the caller gave wins."""
+    # deep copies: botocore fills in the nested dicts it is given (e.g. a retry "mode")
+    options = copy.deepcopy(storage_options)
+    protocol, _ = fsspec.core.split_protocol(base_uri)
+    if protocol not in ("s3", "s3a"):
+        return options
+    # Another process (the monthly flow) adds partitions while this one (the API) runs:
+    # s3fs's listing cache never expires, so it would hide them; always list afresh.
+    options.setdefault("use_listings_cache", False)
+    given = options.get("config_kwargs")
+    options["config_kwargs"] = {
+        **copy.deepcopy(_S3_CONFIG_DEFAULTS),
+        **(given if isinstance(given, dict) else {}),
+    }
+    return options
 
 
 class LakeError(RuntimeError):
@@ -112,15 +143,19 @@ class Lake:
         return cls(settings.lake_uri(source), settings.storage_options(source))
 
     @cached_property
+    def _fs_and_root(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        options = _with_defaults(self.base_uri, self.storage_options)
+        fs, root = fsspec.core.url_to_fs(self.base_uri, **options)
+        return fs, root.rstrip("/")
+
+    @property
     def fs(self) -> fsspec.AbstractFileSystem:
         """The filesystem behind the base URI."""
-        fs, _ = fsspec.core.url_to_fs(self.base_uri, **self.storage_options)
-        return fs
+        return self._fs_and_root[0]
 
-    @cached_property
+    @property
     def _root(self) -> str:
-        _, root = fsspec.core.url_to_fs(self.base_uri, **self.storage_options)
-        return root.rstrip("/")
+        return self._fs_and_root[1]
 
     @property
     def is_local(self) -> bool:
@@ -140,16 +175,29 @@ class Lake:
 
     def check_reachable(self) -> None:
         """Fail with a clear message if the lake's base cannot be reached (bucket, endpoint)."""
+        if self.is_local:
+            return
+        bucket = self._root.split("/")[0]
+        endpoint = getattr(self.fs, "endpoint_url", None) or self.storage_options.get(
+            "endpoint_url", "AWS S3"
+        )
         try:
-            if not self.is_local and not self.fs.exists(self._root.split("/")[0]):
-                raise LakeError(
-                    f"bucket {self._root.split('/')[0]!r} does not exist at "
-                    f"{self.storage_options.get('endpoint_url', 'AWS S3')}; create it or set S3_BUCKET"
-                )
-        except LakeError:
-            raise
+            # s3fs's exists() swallows every error of its bucket probes and answers False, so an
+            # endpoint that is down would be reported as a missing bucket: ask S3 directly.
+            call_s3 = getattr(self.fs, "call_s3", None)
+            if call_s3 is not None:
+                call_s3("head_bucket", Bucket=bucket)
+            elif not self.fs.exists(bucket):
+                raise FileNotFoundError(bucket)
+        except FileNotFoundError:
+            raise LakeError(
+                f"bucket {bucket!r} does not exist at {endpoint}; create it or set S3_BUCKET"
+            ) from None
         except Exception as exc:  # botocore/aiohttp raise many types for an endpoint down
-            raise self._guard("reach the bucket", exc) from exc
+            raise LakeError(
+                f"cannot reach bucket {bucket!r} of the lake at {self.base_uri} through the "
+                f"endpoint {endpoint}: {exc}; check AWS_ENDPOINT_URL and credentials"
+            ) from exc
 
     def list_months(self) -> list[Month]:
         """Months that have a partition, oldest first."""
@@ -194,6 +242,7 @@ class Lake:
         data = self.read_bytes(month)
         uri = self.uri(month)
         if data is None:
+            self.check_reachable()  # a missing bucket is not a missing month
             raise FileNotFoundError(f"no partition for {month} in the lake: {uri}")
         try:
             frame = pq.read_table(io.BytesIO(data)).to_pandas()
@@ -203,6 +252,7 @@ class Lake:
 
     def read_window(self, months: Sequence[Month]) -> LakeWindow:
         """Read several months, reporting the ones that have no partition."""
+        self.check_reachable()  # else a missing bucket would read as "every month missing"
         frames, present, missing, summaries = [], [], [], []
         for month in months:
             if not self.exists(month):
@@ -212,8 +262,11 @@ class Lake:
             frames.append(frame)
             present.append(month)
             summaries.append(summary)
+        # An empty window keeps the lake's dtypes, so callers need no special case for it.
         combined = (
-            pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else normalize_frame(pd.DataFrame(columns=COLUMNS))
         )
         return LakeWindow(combined, present, missing, summaries)
 
@@ -226,6 +279,7 @@ class Lake:
         """
         clean, summary = validate_frame(frame, origin=self.uri(month), month=month)
         data = serialize_partition(clean)
+        self.check_reachable()
         previous = self.read_bytes(month)
         path = self.path(month)
         if previous != data:

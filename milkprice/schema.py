@@ -99,7 +99,9 @@ def _describe_failures(origin: str, error: SchemaErrors, frame: pd.DataFrame) ->
     others = cases.drop(uniqueness.index)
     for (column, check), group in others.groupby(["column", "check"], sort=False, dropna=False):
         examples = group["failure_case"].astype(str).unique()[:_MAX_EXAMPLES].tolist()
-        lines.append(f"  column {column!r}: {check} failed for {len(group)} value(s), e.g. {examples}")
+        lines.append(
+            f"  column {column!r}: {check} failed for {len(group)} value(s), e.g. {examples}"
+        )
     return "\n".join(lines)
 
 
@@ -154,10 +156,17 @@ def validate_frame(
     """
     _check_columns(frame, origin)
     work = frame.reset_index(drop=True)
-    if pd.api.types.is_integer_dtype(work["Precio"]):
-        work["Precio"] = work["Precio"].astype("float64")
-    if isinstance(work["Fecha"].dtype, pd.DatetimeTZDtype):
-        work["Fecha"] = work["Fecha"].dt.tz_localize(None)
+    # Any numeric price (int, float32, nullable Float64/Int64, pyarrow double) and any date
+    # dtype (other resolutions, time zones, pyarrow timestamps) is the same data: make it
+    # float64 / naive datetime64[ns] here rather than fail on a dtype the user did not choose.
+    work["Precio"] = work["Precio"].astype("float64")
+    fecha = work["Fecha"]
+    if getattr(fecha.dt, "tz", None) is not None:
+        fecha = fecha.dt.tz_localize(None)
+    try:
+        work["Fecha"] = fecha.astype("datetime64[ns]")
+    except (OverflowError, ValueError) as exc:  # OutOfBoundsDatetime is a ValueError
+        raise LakeDataError(f"{origin}: column 'Fecha' holds dates out of range ({exc})") from exc
     is_average = work["Ciudad"].astype("str").str.lower().str.contains(_AVERAGE_MARKER, na=False)
     work = work.loc[~is_average]
     non_positive = work["Precio"].le(0)

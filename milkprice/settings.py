@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "Source", "get_settings"]
@@ -20,53 +20,74 @@ Source = Literal["local", "s3"]
 class Settings(BaseSettings):
     """Where the lake lives, where MLflow tracks, and the names milkprice uses."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # Each field is read from its one documented variable only (its validation_alias). With
+    # populate_by_name pydantic-settings would also read the bare field name from the
+    # environment, so a stray SEED, SOURCE or DATA_ROOT would change milkprice's settings;
+    # keyword overrides by field name are mapped to the variable names instead (see below).
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False)
 
     data_root: Path = Field(
         Path("data/datalake"),
-        validation_alias=AliasChoices("MILKPRICE_DATA_ROOT", "data_root"),
+        validation_alias="MILKPRICE_DATA_ROOT",
         description="Root folder of the local lake.",
     )
     s3_bucket: str = Field(
         "mlops-milk-datalake",
-        validation_alias=AliasChoices("S3_BUCKET", "s3_bucket"),
+        validation_alias="S3_BUCKET",
         description="Bucket of the S3 lake.",
     )
     s3_prefix: str = Field(
         "",
-        validation_alias=AliasChoices("MILKPRICE_S3_PREFIX", "s3_prefix"),
+        validation_alias="MILKPRICE_S3_PREFIX",
         description="Optional key prefix of the S3 lake inside the bucket.",
     )
     aws_endpoint_url: str | None = Field(
         None,
-        validation_alias=AliasChoices("AWS_ENDPOINT_URL", "aws_endpoint_url"),
+        validation_alias="AWS_ENDPOINT_URL",
         description="S3-compatible endpoint (MinIO, moto, ...); unset means AWS itself.",
     )
     source: Source = Field(
         "local",
-        validation_alias=AliasChoices("MILKPRICE_SOURCE", "source"),
+        validation_alias="MILKPRICE_SOURCE",
         description="Default lake: local or s3.",
     )
     mlflow_tracking_uri: str = Field(
         "sqlite:///mlflow.db",
-        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "mlflow_tracking_uri"),
+        validation_alias="MLFLOW_TRACKING_URI",
         description="MLflow tracking store; default an SQLite file in the working directory.",
+    )
+    mlflow_ui_url: str = Field(
+        "http://127.0.0.1:5000",
+        validation_alias="MILKPRICE_MLFLOW_UI_URL",
+        description="Where the MLflow UI answers, for links to runs from a file-based store.",
     )
     mlflow_experiment: str = Field(
         "milk-price",
-        validation_alias=AliasChoices("MILKPRICE_MLFLOW_EXPERIMENT", "mlflow_experiment"),
+        validation_alias="MILKPRICE_MLFLOW_EXPERIMENT",
     )
     registered_model: str = Field(
         "milk-price-model",
-        validation_alias=AliasChoices("MILKPRICE_REGISTERED_MODEL", "registered_model"),
+        validation_alias="MILKPRICE_REGISTERED_MODEL",
     )
-    seed: int = Field(0, validation_alias=AliasChoices("MILKPRICE_SEED", "seed"))
+    seed: int = Field(0, validation_alias="MILKPRICE_SEED")
     n_trials: int = Field(
         20,
         ge=1,
-        validation_alias=AliasChoices("MILKPRICE_N_TRIALS", "n_trials"),
+        validation_alias="MILKPRICE_N_TRIALS",
         description="Optuna trials per training run.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _field_names_as_overrides(cls, data: object) -> object:
+        """Accept ``Settings(data_root=...)``: only keyword arguments can carry field names."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for name, info in cls.model_fields.items():
+            if name in data and isinstance(info.validation_alias, str):
+                data[info.validation_alias] = data.pop(name)
+        return data
 
     def lake_uri(self, source: Source | None = None) -> str:
         """Base URI of the lake for ``source`` (default: the configured source)."""
@@ -77,7 +98,7 @@ class Settings(BaseSettings):
         return f"s3://{self.s3_bucket}/{prefix}" if prefix else f"s3://{self.s3_bucket}"
 
     def storage_options(self, source: Source | None = None) -> dict[str, object]:
-        """fsspec storage options for ``source``; only S3 needs any."""
+        """Storage options (fsspec) for ``source``; only S3 needs any."""
         if (source or self.source) == "local":
             return {}
         options: dict[str, object] = {}

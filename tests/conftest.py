@@ -29,7 +29,7 @@ def wait_for_http(url: str, timeout_s: float = 30.0) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310 - loopback only
+            urllib.request.urlopen(url, timeout=2)
             return
         except urllib.error.HTTPError:
             return
@@ -81,7 +81,7 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture
-def s3_lake(s3_env: dict[str, str]):  # noqa: ANN201
+def s3_lake(s3_env: dict[str, str]):
     """A lake on the moto S3 endpoint, built from settings exactly as users' code does."""
     from milkprice.lake import Lake
     from milkprice.settings import get_settings
@@ -90,7 +90,7 @@ def s3_lake(s3_env: dict[str, str]):  # noqa: ANN201
 
 
 @pytest.fixture
-def local_lake(tmp_path: Path):  # noqa: ANN201
+def local_lake(tmp_path: Path):
     """An empty local lake in a temporary folder."""
     from milkprice.lake import Lake
 
@@ -100,10 +100,167 @@ def local_lake(tmp_path: Path):  # noqa: ANN201
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The real SNIIM data beside the checkout; under CI its absence is a failure."""
-    path = Path(os.environ.get("MILKPRICE_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "sniim"))
+    path = Path(
+        os.environ.get("MILKPRICE_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "sniim")
+    )
     if not (path / "monthly").is_dir():
         message = f"real SNIIM data not found at {path} (set MILKPRICE_REAL_DATA)"
         if os.environ.get("MILKPRICE_ALLOW_MISSING_REAL_DATA") == "1":
             pytest.skip(message)
         pytest.fail(message)
     return path
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, migrated once (alembic takes ~8 s per new database)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(mlflow_db_template: Path, tmp_path: Path) -> str:
+    """A fresh, empty MLflow tracking store (SQLite) for one test, copied from the template."""
+    import shutil
+
+    path = tmp_path / "mlflow.db"
+    shutil.copyfile(mlflow_db_template, path)
+    return f"sqlite:///{path}"
+
+
+def stop_process_group(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """SIGTERM the process group of ``process`` (started with start_new_session), then SIGKILL."""
+    import contextlib
+    import signal
+
+    for sig, grace in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # Children of the group outlive their leader for a moment; make sure none is left.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real ``prefect server start`` (SQLite in a tmp PREFECT_HOME) on a free loopback port.
+
+    Yields its ``PREFECT_API_URL``. Shared by the serve, backfill and deployment tests: a
+    server takes a while to boot, so the session starts one; its process group is stopped at
+    the end.
+    """
+    port = free_port()
+    home = tmp_path_factory.mktemp("prefect-home")
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_API_URL": url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    log = (home / "server.log").open("wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_http(f"{url}/health", timeout_s=240)
+        yield url
+    finally:
+        stop_process_group(process)
+        log.close()
+
+
+def http_json(url: str, body: object | None = None) -> object:
+    """GET ``url`` (POST ``body`` as JSON when given) and decode the JSON answer."""
+    import json
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_deployment_polled(api_url: str, name: str, since: float, timeout_s: float = 240) -> dict:
+    """Wait until a serving process has polled deployment ``name`` after ``since`` (epoch s)."""
+    from datetime import datetime
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            found = http_json(f"{api_url}/deployments/name/{name}")
+        except OSError:
+            found = None
+        if isinstance(found, dict) and found.get("last_polled"):
+            polled = datetime.fromisoformat(found["last_polled"].replace("Z", "+00:00"))
+            if polled.timestamp() >= since and found.get("status") == "READY":
+                return found
+        time.sleep(1)
+    raise TimeoutError(f"deployment {name} was not served within {timeout_s}s")
+
+
+def wait_flow_run_final(api_url: str, flow_run_id: str, timeout_s: float = 900) -> dict:
+    """Poll a flow run until its state is final; return the flow run."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = http_json(f"{api_url}/flow_runs/{flow_run_id}")
+        state = run.get("state") or {}
+        if state.get("type") in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            return run
+        time.sleep(2)
+    raise TimeoutError(f"flow run {flow_run_id} did not finish within {timeout_s}s")
+
+
+def training_env(
+    root: Path, api_url: str | None, first: str = "2024-01", last: str = "2025-03"
+) -> dict[str, str]:
+    """Environment of a tiny training setup under ``root``: a seeded demo lake of
+    ``first..last`` (15 months by default), an SQLite MLflow store, 2 Optuna trials."""
+    from milkprice.demo import write_demo_lake
+    from milkprice.lake import Lake
+    from milkprice.months import Month
+
+    lake = root / "lake"
+    write_demo_lake(Lake(str(lake)), Month.parse(first), Month.parse(last), 0)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PREFECT_", "MILKPRICE_", "MLFLOW_"))
+    }
+    env.update(
+        {
+            "MILKPRICE_DATA_ROOT": str(lake),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "MILKPRICE_N_TRIALS": "2",
+            "PREFECT_HOME": str(root / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def start_background(
+    command: list[str], env: dict[str, str], cwd: Path, log: Path
+) -> subprocess.Popen:
+    """Start ``command`` in its own process group, output to ``log`` (stop_process_group ends it)."""
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )

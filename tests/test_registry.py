@@ -142,7 +142,7 @@ def test_gate_on_a_real_registry_moves_alias_only_when_better(store, tiny_model)
         rescored.append(champion.version)
         return 0.5
 
-    def gate(version: str, month: Month, rmse: float, naive: float):  # noqa: ANN202
+    def gate(version: str, month: Month, rmse: float, naive: float):
         return promote_if_better(
             tracking_uri=store,
             model_name=MODEL,
