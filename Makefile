@@ -7,24 +7,39 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
+# Nothing but loopback: Prefect's and MLflow's usage telemetry stay off.
+export DO_NOT_TRACK ?= true
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export MLFLOW_DISABLE_TELEMETRY ?= true
+
 .DEFAULT_GOAL := help
-.PHONY: help .venv run test bench lint format clean
+.PHONY: help .venv lock run test bench lint format clean
 
 help:  ## List the targets
 	@grep -E '^[a-z.]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 .venv: $(STAMP)  ## Create the virtualenv and install milkprice with its dev tools
 
-# Re-installs only when pyproject.toml is newer than the stamp of the last install.
-$(STAMP): pyproject.toml
+# Re-installs only when pyproject.toml or the lock is newer than the stamp of the last install.
+# constraints.txt pins the versions the suite was last run with: installs are reproducible and
+# pip never has to backtrack through s3fs/aiobotocore/botocore's narrow pins on a new machine.
+# Refresh it after changing dependencies: make lock.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-run: .venv  ## Demo lake (if the local lake is empty), then list the lake
+lock:  ## Re-resolve dependencies from pyproject.toml and rewrite constraints.txt
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet -U pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^milkprice' > constraints.txt
+	rm -rf .venv-lock
+
+run: .venv  ## Demo lake if the lake is empty, then train on its newest complete month
 	$(BIN)/milkprice data demo --if-empty
-# Training (the Prefect flow) goes here, between filling the lake and listing it.
 	$(BIN)/milkprice data ls
+	$(BIN)/python orchestration/flows/main_flow.py --latest
 
 # pytest exits with 5 when it collected no tests: that must fail the build, not pass quietly.
 test: .venv  ## Run the test suite
@@ -49,6 +64,15 @@ lint: .venv  ## ruff lint and format check
 format: .venv  ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Background stack on 127.0.0.1: Prefect server, MLflow UI, `milkprice serve`. Logs and pid files
+# under STATE_DIR (default .state/); ports PREFECT_PORT (4200) and MLFLOW_PORT (5000).
+.PHONY: up down
+up: .venv  ## Start Prefect server, MLflow UI and `milkprice serve` in the background
+	$(BIN)/python -m orchestration.stack up
+
+down:  ## Stop exactly what `make up` started (by its pid files)
+	$(BIN)/python -m orchestration.stack down
 
 clean:  ## Remove caches and build output (keeps .venv and the data/ lake)
 	rm -rf build dist .pytest_cache .ruff_cache *.egg-info

@@ -46,10 +46,12 @@ __all__ = [
     "load_training_window",
     "log_and_register",
     "metrics_table",
+    "newest_complete_month",
     "outcome_from_steps",
     "promote_candidate",
     "resolve_validation_month",
     "run_training",
+    "summary_text",
     "training_result",
     "window_months",
 ]
@@ -91,6 +93,41 @@ def resolve_validation_month(year: int, month: int, today: date | None = None) -
     if not 1 <= month <= 12:
         raise ValueError(f"month must be between 0 and 12, got {month}")
     return Month(year, month)
+
+
+def newest_complete_month(lake: Lake, today: date | None = None) -> Month:
+    """The newest month in the lake that has ended (the current month is still being published)."""
+    current = Month.of(today or date.today())
+    complete = [m for m in lake.list_months() if m < current]
+    if not complete:
+        raise FileNotFoundError(
+            f"no complete month in the lake at {lake.base_uri}; "
+            "fill it with `milkprice data demo` or `milkprice data ingest`"
+        )
+    return complete[-1]
+
+
+def summary_text(result: TrainingResult, settings: Settings) -> str:
+    """What a person reads after a run: metrics beside baselines, the decision, where to look."""
+    rows = metrics_table(result.metrics)
+    lines = [
+        f"Validation month {result.validation_month} (source {result.source}): "
+        f"model version {result.model_version}",
+        f"{'forecast':<20}{'RMSE':>8}{'MAE':>8}{'RMSE/naive':>12}{'MAE/naive':>11}",
+    ]
+    lines += [
+        f"{row['forecast']:<20}{row['rmse']:>8.4f}{row['mae']:>8.4f}"
+        f"{row['rmse_vs_naive']:>12.3f}{row['mae_vs_naive']:>11.3f}"
+        for row in rows
+    ]
+    lines += [
+        f"champion: {'promoted' if result.promoted else 'not promoted'} ({result.reason})",
+        f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}"
+        if not settings.mlflow_tracking_uri.startswith("http")
+        else f"MLflow UI:  {settings.mlflow_tracking_uri}",
+        "Prefect UI: make up  (server, MLflow UI and the scheduled deployments)",
+    ]
+    return "\n".join(lines)
 
 
 def window_months(validation_month: Month) -> list[Month]:

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     )
     seed: int = Field(0, validation_alias="MILKPRICE_SEED")
     n_trials: int = Field(
-        20,
+        12,
         ge=1,
         validation_alias="MILKPRICE_N_TRIALS",
         description="Optuna trials per training run.",

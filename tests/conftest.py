@@ -15,6 +15,14 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Nothing but loopback: no usage telemetry from Prefect or MLflow in tests or their children.
+for _key, _value in {
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}.items():
+    os.environ.setdefault(_key, _value)
+
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""

@@ -154,7 +154,7 @@ def _script(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_script_runs_one_month_and_exits_with_its_status(env):
-    done = _script("--year", "2025", "--month", "3", env=env)
+    done = _script("--year", "2025", "--month", "3", "--json", env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout[done.stdout.index("{") :])
     assert result["validation_month"] == "2025-03"

@@ -22,13 +22,17 @@ from milkprice.lake import Lake
 from milkprice.run import (
     MAX_YEAR,
     TrainingResult,
+    newest_complete_month,
     outcome_from_steps,
     resolve_validation_month,
+    summary_text,
     training_result,
 )
 from milkprice.settings import get_settings
+from orchestration import disable_telemetry
 from orchestration.tasks.training import (
     evaluation,
+    features,
     promotion_decision,
     refit_model,
     registered_version,
@@ -61,9 +65,10 @@ def main(
     lake = Lake.from_settings(settings, source)
     window = training_window(lake, validation_month)
     split = validated_frame(lake, window, validation_month)
-    tuning, fitted = tuned_model(window.frame, split, settings.seed, settings.n_trials)
+    rows = features(window.frame, split)
+    tuning, fitted = tuned_model(window.frame, split, rows, settings.seed, settings.n_trials)
     evaluated = evaluation(fitted, window.frame, validation_month)
-    refit = refit_model(window.frame, split, tuning.best_params, settings.seed)
+    refit = refit_model(window.frame, split, rows, tuning.best_params, settings.seed)
     outcome = outcome_from_steps(split, tuning, evaluated, refit)
     logged, version = registered_version(settings, outcome, window, source)
     decision = promotion_decision(settings, logged, version, outcome, window.frame)
@@ -82,26 +87,35 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", choices=["local", "s3"], default=None)
     parser.add_argument("--year", type=int, default=None)
     parser.add_argument("--month", type=int, default=None)
+    parser.add_argument(
+        "--latest",
+        action="store_true",
+        help="validate on the newest complete month in the lake (what `make run` does)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
 def run_cli(argv: list[str]) -> int:
     """Entry point of the script; returns the process exit status."""
     args = _parser().parse_args(argv)
-    if args.year is None and args.month is None and args.source is None:
+    disable_telemetry()
+    if not (args.latest or args.json) and args.year is args.month is args.source is None:
         from orchestration.serve import serve_training  # noqa: PLC0415 - only when serving
 
         return serve_training()
+    settings = get_settings()
+    source = args.source or settings.source
     try:
-        result = main(
-            source=args.source or get_settings().source,
-            year=args.year or 0,
-            month=args.month or 0,
-        )
-    except Exception as exc:
+        year, month = args.year or 0, args.month or 0
+        if args.latest:
+            latest = newest_complete_month(Lake.from_settings(settings, source))
+            year, month = latest.year, latest.month
+        result = main(source=source, year=year, month=month)
+    except Exception as exc:  # the message is the user's answer; the flow logged the trace
         print(f"milk-price-training failed: {exc}", file=sys.stderr)
         return 1
-    print(result.model_dump_json(indent=2))
+    print(result.model_dump_json(indent=2) if args.json else summary_text(result, settings))
     return 0
 
 

@@ -24,6 +24,7 @@ from milkprice.training import (
     Evaluation,
     TrainingOutcome,
     WindowSplit,
+    build_window_rows,
     evaluate_on_month,
     fit_forecaster,
     refit_on_window,
@@ -33,6 +34,7 @@ from milkprice.tuning import TuningResult
 
 __all__ = [
     "evaluation",
+    "features",
     "promotion_decision",
     "registered_version",
     "report",
@@ -83,16 +85,24 @@ def validated_frame(lake: Lake, window: LakeWindow, validation_month: Month) -> 
     return split
 
 
+@task(name="features")
+def features(frame: pd.DataFrame, split: WindowSplit) -> pd.DataFrame:
+    """Supervised rows (features and target) at every origin of the window, built once."""
+    rows = build_window_rows(frame, split)
+    get_run_logger().info("features: %d rows x %d columns", len(rows), rows.shape[1])
+    return rows
+
+
 @task(name="tuned-model")
 def tuned_model(
-    frame: pd.DataFrame, split: WindowSplit, seed: int, n_trials: int
+    frame: pd.DataFrame, split: WindowSplit, rows: pd.DataFrame, seed: int, n_trials: int
 ) -> tuple[TuningResult, Any]:
     """Hyperparameters searched on inner folds of the training months, and the fitted model."""
-    tuning = tune(frame, split, n_trials=n_trials, seed=seed)
+    tuning = tune(frame, split, n_trials=n_trials, seed=seed, rows=rows)
     get_run_logger().info(
         "tuning: best inner score %.4f in %d trials", tuning.best_score, tuning.n_trials
     )
-    return tuning, fit_forecaster(frame, split, tuning.best_params, seed=seed)
+    return tuning, fit_forecaster(frame, split, tuning.best_params, seed=seed, rows=rows)
 
 
 @task(name="evaluation")
@@ -110,9 +120,11 @@ def registered_version(
 
 
 @task(name="refit-model")
-def refit_model(frame: pd.DataFrame, split: WindowSplit, params: dict[str, Any], seed: int) -> Any:
+def refit_model(
+    frame: pd.DataFrame, split: WindowSplit, rows: pd.DataFrame, params: dict[str, Any], seed: int
+) -> Any:
     """The model refit on all 13 months: the one registered for the months after."""
-    return refit_on_window(frame, split, params, seed=seed)
+    return refit_on_window(frame, split, params, seed=seed, rows=rows)
 
 
 @task(name="promotion-decision")
