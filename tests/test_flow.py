@@ -110,18 +110,18 @@ def test_invalid_parameters_are_refused_naming_them(env, params, named):
         main(**params)
 
 
-def test_window_with_too_few_months_fails_naming_missing_partitions(env, tmp_path):
+def test_window_with_too_few_months_fails_naming_missing_partitions(env, tmp_path, monkeypatch):
     lake = Lake(str(tmp_path / "sparse"))
     write_demo_lake(lake, Month(2024, 9), Month(2025, 2), seed=2)
-    os.environ["MILKPRICE_DATA_ROOT"] = lake.base_uri
+    monkeypatch.setenv("MILKPRICE_DATA_ROOT", lake.base_uri)
     with pytest.raises(FileNotFoundError, match=r"only 5 of the 12.*monthly/2024/02/2024-02"):
         main(source="local", year=2025, month=2)
 
 
-def test_window_with_missing_months_proceeds(env, tmp_path):
+def test_window_with_missing_months_proceeds(env, tmp_path, monkeypatch):
     lake = Lake(str(tmp_path / "gappy"))
     write_demo_lake(lake, Month(2024, 7), Month(2025, 2), seed=2)
-    os.environ["MILKPRICE_DATA_ROOT"] = lake.base_uri
+    monkeypatch.setenv("MILKPRICE_DATA_ROOT", lake.base_uri)
     result = main(source="local", year=2025, month=2)
     assert result.missing_months == [str(Month(2024, m)) for m in range(2, 7)]
     assert result.model_version == "1"
