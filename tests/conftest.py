@@ -257,6 +257,8 @@ def training_env(
             "MILKPRICE_N_TRIALS": "2",
             "PREFECT_HOME": str(root / "prefect-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            # A serving process looks for runs to start every 10 s by default; tests wait less.
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
         }
     )
     if api_url:

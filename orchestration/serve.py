@@ -1,0 +1,166 @@
+"""Deployments in code, served together by one long-running process.
+
+``milkprice serve`` (or :func:`serve_all`) serves every deployment of :data:`DEPLOYMENTS` with
+one :func:`prefect.serve` call; ``python orchestration/flows/main_flow.py`` (or
+:func:`serve_training`) serves ``train-milk-model`` alone. A deployment is a builder function
+returning a ``RunnerDeployment``; adding one is adding its builder to :data:`DEPLOYMENTS`.
+
+Serving needs a real Prefect server (``make up``, or ``prefect server start``): without
+``PREFECT_API_URL`` Prefect would start a temporary server with no scheduler and no UI, where
+schedules never fire. :func:`check_prefect_api` refuses that before anything is served.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from prefect.deployments.runner import EntrypointType
+
+from orchestration.flows.main_flow import FLOW_NAME, main
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+__all__ = [
+    "DAILY_TEST",
+    "DEPLOYMENTS",
+    "TRAIN_MILK_MODEL",
+    "DeploymentBuilder",
+    "PrefectApiUnavailableError",
+    "check_prefect_api",
+    "daily_test_deployment",
+    "serve_all",
+    "serve_deployments",
+    "serve_training",
+    "train_milk_model_deployment",
+]
+
+TRAIN_MILK_MODEL = "train-milk-model"
+DAILY_TEST = "daily-test"
+_HEALTH_TIMEOUT_S = 5.0
+# One run at a time per deployment: a scheduled run and a backfill of the same month (or two
+# backfills) must not train and register the same month side by side.
+_CONCURRENCY_LIMIT = 1
+
+# The serving process runs each flow run in a subprocess that imports the flow again: by module
+# path (the installed package), so serving works from any working directory.
+_ENTRYPOINT = EntrypointType.MODULE_PATH
+
+DeploymentBuilder = Callable[[], "RunnerDeployment"]
+
+_HOW_TO_START = (
+    "Start one with `make up` (Prefect server, MLflow UI and `milkprice serve` in the "
+    "background), or run `prefect server start` in another terminal and "
+    "`export PREFECT_API_URL=http://127.0.0.1:4200/api` before serving."
+)
+
+
+class PrefectApiUnavailableError(RuntimeError):
+    """No Prefect server to serve into: the message says how to start one."""
+
+
+def train_milk_model_deployment() -> RunnerDeployment:
+    """The monthly training run: on the 2nd at 06:00 UTC, for the previous calendar month."""
+    return main.to_deployment(
+        name=TRAIN_MILK_MODEL,
+        cron="0 6 2 * *",
+        tags=["milk", "training"],
+        description="Train on the 12 months before the validation month, validate, register, "
+        "promote if better. year=0, month=0 means the previous calendar month.",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+    )
+
+
+def daily_test_deployment() -> RunnerDeployment:
+    """A daily smoke run of the same flow on the local lake (previous calendar month)."""
+    return main.to_deployment(
+        name=DAILY_TEST,
+        cron="0 8 * * *",
+        tags=["milk", "test"],
+        parameters={"source": "local"},
+        description="Daily check that the training flow still runs end to end on the local lake.",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+    )
+
+
+# Every deployment `milkprice serve` serves; later issues add theirs here (one line each).
+DEPLOYMENTS: list[DeploymentBuilder] = [
+    train_milk_model_deployment,
+    daily_test_deployment,
+]
+
+
+def check_prefect_api(api_url: str | None, timeout_s: float = _HEALTH_TIMEOUT_S) -> str:
+    """Return ``api_url`` if a Prefect server answers ``GET {api_url}/health``.
+
+    Raises:
+        PrefectApiUnavailableError: ``api_url`` is unset or the server does not answer; the
+            message says how to start one.
+    """
+    if not api_url:
+        raise PrefectApiUnavailableError(
+            "PREFECT_API_URL is not set, so Prefect would serve into a temporary server with no "
+            f"scheduler and no UI, where schedules never fire. {_HOW_TO_START}"
+        )
+    health = f"{api_url.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, ValueError) as exc:
+        raise PrefectApiUnavailableError(
+            f"no Prefect server answers at PREFECT_API_URL={api_url} ({health}: {exc}). "
+            f"{_HOW_TO_START}"
+        ) from exc
+    if status != 200:
+        raise PrefectApiUnavailableError(
+            f"the Prefect server at PREFECT_API_URL={api_url} is not healthy ({health} answered "
+            f"HTTP {status}). {_HOW_TO_START}"
+        )
+    return api_url
+
+
+def _configured_api_url() -> str | None:
+    """PREFECT_API_URL as Prefect reads it (environment, else the active Prefect profile)."""
+    from prefect.settings import get_current_settings  # noqa: PLC0415 - heavy import
+
+    return get_current_settings().api.url
+
+
+def serve_deployments(
+    builders: Sequence[DeploymentBuilder], *, pause_on_shutdown: bool = False
+) -> int:
+    """Serve ``builders``' deployments until interrupted; return the exit status.
+
+    Only one ``serve`` per process: it blocks, so every deployment goes into this one call.
+    Schedules stay active on shutdown unless ``pause_on_shutdown``.
+    """
+    try:
+        api_url = check_prefect_api(_configured_api_url())
+    except PrefectApiUnavailableError as exc:
+        print(f"error: cannot serve: {exc}", file=sys.stderr)
+        return 2
+    from prefect import serve  # noqa: PLC0415 - heavy import, only when serving
+
+    deployments = [build() for build in builders]
+    names = ", ".join(f"{FLOW_NAME}/{d.name}" for d in deployments)
+    print(f"serving {names} into {api_url}", flush=True)
+    serve(*deployments, pause_on_shutdown=pause_on_shutdown)
+    return 0
+
+
+def serve_training(*, pause_on_shutdown: bool = False) -> int:
+    """Serve ``train-milk-model`` alone (``python orchestration/flows/main_flow.py``)."""
+    return serve_deployments([train_milk_model_deployment], pause_on_shutdown=pause_on_shutdown)
+
+
+def serve_all(*, pause_on_shutdown: bool = False) -> int:
+    """Serve every deployment of :data:`DEPLOYMENTS` together (``milkprice serve``)."""
+    return serve_deployments(DEPLOYMENTS, pause_on_shutdown=pause_on_shutdown)
