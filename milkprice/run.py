@@ -19,7 +19,6 @@ import pandas as pd
 from pydantic import BaseModel
 
 import milkprice
-from milkprice.forecast import MilkForecaster
 from milkprice.lake import Lake, LakeWindow
 from milkprice.months import Month, month_range, previous_month
 from milkprice.plots import plot_forecast_vs_actual
@@ -29,15 +28,12 @@ from milkprice.tracking import LoggedRun, configure_mlflow, log_training_run, ml
 from milkprice.training import (
     MIN_TRAINING_MONTHS,
     TRAINING_MONTHS,
-    Evaluation,
     TrainingOutcome,
     WindowSplit,
     evaluate_on_month,
     split_window,
     train_and_evaluate,
-    with_ratios,
 )
-from milkprice.tuning import TuningResult
 
 __all__ = [
     "TrainingResult",
@@ -47,7 +43,6 @@ __all__ = [
     "log_and_register",
     "metrics_table",
     "newest_complete_month",
-    "outcome_from_steps",
     "promote_candidate",
     "resolve_validation_month",
     "run_training",
@@ -292,25 +287,6 @@ def run_training(
     logged, version = log_and_register(settings, outcome, window, source)
     decision = promote_candidate(settings, logged, version, outcome, window.frame)
     return training_result(source, outcome, window, logged, decision)
-
-
-def outcome_from_steps(
-    split: WindowSplit,
-    tuning: TuningResult,
-    evaluation: Evaluation,
-    refit: MilkForecaster,
-) -> TrainingOutcome:
-    """Assemble the outcome of steps run one by one (as the flow's tasks do)."""
-    return TrainingOutcome(
-        validation_month=split.validation_month,
-        metrics=with_ratios(evaluation.metrics),
-        params=tuning.best_params,
-        forecaster=refit,
-        evaluation=evaluation,
-        split=split,
-        tuning=tuning,
-        timings={},
-    )
 
 
 def training_result(

@@ -36,6 +36,7 @@ __all__ = [
     "Evaluation",
     "TrainingOutcome",
     "WindowSplit",
+    "assemble_outcome",
     "build_window_rows",
     "evaluate_on_month",
     "fit_forecaster",
@@ -328,13 +329,24 @@ def train_and_evaluate(
     timings["refit"] = time.perf_counter() - step
     timings["total"] = time.perf_counter() - started
 
+    return assemble_outcome(split, tuning, evaluation, refit, timings)
+
+
+def assemble_outcome(
+    split: WindowSplit,
+    tuning: TuningResult,
+    evaluation: Evaluation,
+    refit: MilkForecaster,
+    timings: dict[str, float] | None = None,
+) -> TrainingOutcome:
+    """The outcome of a run from its steps (run in a row here, or as the flow's tasks)."""
     return TrainingOutcome(
-        validation_month=validation_month,
+        validation_month=split.validation_month,
         metrics=with_ratios(evaluation.metrics),
         params=tuning.best_params,
         forecaster=refit,
         evaluation=evaluation,
         split=split,
         tuning=tuning,
-        timings=timings,
+        timings=timings or {},
     )

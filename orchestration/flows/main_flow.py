@@ -23,12 +23,12 @@ from milkprice.run import (
     MAX_YEAR,
     TrainingResult,
     newest_complete_month,
-    outcome_from_steps,
     resolve_validation_month,
     summary_text,
     training_result,
 )
 from milkprice.settings import get_settings
+from milkprice.training import assemble_outcome
 from orchestration import disable_telemetry
 from orchestration.tasks.training import (
     evaluation,
@@ -69,7 +69,7 @@ def main(
     tuning, fitted = tuned_model(window.frame, split, rows, settings.seed, settings.n_trials)
     evaluated = evaluation(fitted, window.frame, validation_month)
     refit = refit_model(window.frame, split, rows, tuning.best_params, settings.seed)
-    outcome = outcome_from_steps(split, tuning, evaluated, refit)
+    outcome = assemble_outcome(split, tuning, evaluated, refit)
     logged, version = registered_version(settings, outcome, window, source)
     decision = promotion_decision(settings, logged, version, outcome, window.frame)
     report(settings, outcome, logged, decision)
