@@ -74,20 +74,30 @@ def test_flow_trains_logs_and_registers_a_version(env):
 
 def test_flow_publishes_metrics_table_and_mlflow_link(env):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
 
-    result = main(source="local", year=VALIDATION.year, month=VALIDATION.month)
+    state = main(source="local", year=VALIDATION.year, month=VALIDATION.month, return_state=True)
+    result = state.result()
+    flow_run_id = state.state_details.flow_run_id
 
     async def read(key: str):
         async with get_client() as client:
             return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[key]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                )
             )
 
     import asyncio
 
     tables = asyncio.run(read("milk-price-metrics"))
     links = asyncio.run(read("milk-price-mlflow-run"))
+    assert len(tables) == len(links) == 1
     table = json.loads(tables[0].data) if isinstance(tables[0].data, str) else tables[0].data
     assert [row["forecast"] for row in table] == ["model", "naive (last price)", "series mean"]
     assert table[0]["rmse"] == pytest.approx(result.metrics["val_rmse"], abs=1e-4)
