@@ -21,7 +21,7 @@ import contextvars
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -109,6 +109,17 @@ def _start_prefect_client() -> None:
         client.api_healthcheck()
 
 
+def _collect(futures: list[Future[BackfillRow]], on_row: RowCallback | None) -> list[BackfillRow]:
+    """Rows in month order, each reported as soon as it and the months before it are done."""
+    rows = []
+    for future in futures:
+        row = future.result()
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
 def run_in_process(
     plans: Sequence[MonthPlan],
     source: Source,
@@ -127,13 +138,7 @@ def run_in_process(
             pool.submit(contextvars.copy_context().run, _train_month, plan.month, source)
             for plan in todo
         ]
-        rows = []
-        for future in futures:
-            row = future.result()
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-    return rows
+        return _collect(futures, on_row)
 
 
 def _check_deployment_served(name: str) -> None:
@@ -237,13 +242,7 @@ def run_via_deployment(
             )
             for plan in todo
         ]
-        rows = []
-        for future in futures:
-            row = future.result()
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-    return rows
+        return _collect(futures, on_row)
 
 
 def run_backfill(

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from milkprice import __version__
 from milkprice.cli import data_app, fail, reporting_user_errors
+from milkprice.cli import main as root_callback
 from milkprice.months import Month
 from milkprice.settings import Source, get_settings
 
@@ -32,20 +32,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+# The same root options (--version) as the core's CLI.
+app.callback(invoke_without_command=True)(root_callback)
 
 
 def _out() -> Console:
     return Console(highlight=False, markup=False)
-
-
-@app.callback(invoke_without_command=True)
-def main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """Forecasts of Mexican retail milk prices (SNIIM), retrained every month."""
-    if version:
-        _out().print(f"milkprice {__version__}")
-        raise typer.Exit(0)
 
 
 @app.command("serve")
