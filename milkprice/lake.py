@@ -240,10 +240,13 @@ class Lake:
             LakeDataError: the file is not valid parquet or its rows fail validation.
         """
         data = self.read_bytes(month)
-        uri = self.uri(month)
         if data is None:
             self.check_reachable()  # a missing bucket is not a missing month
-            raise FileNotFoundError(f"no partition for {month} in the lake: {uri}")
+            raise FileNotFoundError(f"no partition for {month} in the lake: {self.uri(month)}")
+        return self._parse(month, data)
+
+    def _parse(self, month: Month, data: bytes) -> tuple[pd.DataFrame, ValidationSummary]:
+        uri = self.uri(month)
         try:
             frame = pq.read_table(io.BytesIO(data)).to_pandas()
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for corrupt files
@@ -255,10 +258,11 @@ class Lake:
         self.check_reachable()  # else a missing bucket would read as "every month missing"
         frames, present, missing, summaries = [], [], [], []
         for month in months:
-            if not self.exists(month):
+            data = self.read_bytes(month)  # one GET: absent and present are told apart here
+            if data is None:
                 missing.append(month)
                 continue
-            frame, summary = self.read_month(month)
+            frame, summary = self._parse(month, data)
             frames.append(frame)
             present.append(month)
             summaries.append(summary)
