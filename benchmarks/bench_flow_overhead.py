@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/bench_flow_overhead.py``. Starts a real ``prefect server``
 on a free loopback port, then on the real SNIIM data (validation month 2025-03) alternates
-``milkprice.run.run_training`` (plain) and the flow ``main`` (each task a Prefect task run
+``milkprice.pipeline.training_run.run_training`` (plain) and the flow ``main`` (each task a Prefect task run
 reported to the server), both logging to the same SQLite MLflow store, and reports the ratio of
 the median flow time to the median plain time (target <= 1.15). Writes
 ``benchmarks/results/flow_overhead.json``.
@@ -84,7 +84,7 @@ def main() -> int:
     )
     try:
         # Imported only now: Prefect reads PREFECT_API_URL from the environment.
-        from milkprice.run import run_training  # noqa: PLC0415
+        from milkprice.pipeline.training_run import run_training  # noqa: PLC0415
         from milkprice.settings import get_settings  # noqa: PLC0415
         from orchestration.flows.main_flow import main as flow  # noqa: PLC0415
 

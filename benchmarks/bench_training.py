@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from milkprice.lake import Lake
+from milkprice.data.lake import Lake
+from milkprice.model.training import DEFAULT_N_TRIALS, TrainingOutcome, train_and_evaluate
 from milkprice.months import Month, month_range
-from milkprice.training import DEFAULT_N_TRIALS, TrainingOutcome, train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "training.json"

@@ -22,12 +22,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from milkprice import __version__
-from milkprice.demo import DEMO_MONTHS, default_demo_range, write_demo_lake
-from milkprice.lake import Lake, LakeError
+from milkprice.data.demo import DEMO_MONTHS, default_demo_range, write_demo_lake
+from milkprice.data.lake import Lake, LakeError
+from milkprice.data.schema import LakeDataError
+from milkprice.data.sync import describe_lake, push_lake
 from milkprice.months import Month, month_range
-from milkprice.schema import LakeDataError
 from milkprice.settings import Source, get_settings
-from milkprice.sync import describe_lake, push_lake
 
 __all__ = ["USER_ERRORS", "app", "data_app", "fail", "reporting_user_errors"]
 
@@ -231,7 +231,7 @@ def ingest_command(
     """Ingest one SNIIM publication into the lake and print what it did."""
     try:
         # Imported here: the ingest module is optional for every other command.
-        ingest = importlib.import_module("milkprice.ingest")
+        ingest = importlib.import_module("milkprice.data.ingest")
     except ImportError as exc:
         fail(f"ingestion is not available in this installation ({exc})")
     with reporting_user_errors(*_ingest_errors(ingest)):
@@ -244,7 +244,7 @@ def _ingest_errors(ingest: ModuleType) -> tuple[type[BaseException], ...]:
     """Find the SNIIM errors (bad workbook, failed download) that are the user's to fix."""
     modules = [ingest]
     with suppress(ImportError):
-        modules.append(importlib.import_module("milkprice.sniim"))
+        modules.append(importlib.import_module("milkprice.data.sniim"))
     found = {
         error
         for module in modules

@@ -12,7 +12,7 @@ Prefect OSS has no backfill command (Airflow and Dagster do); this is one. Two w
   follows them to the end. The deployment's concurrency limit (1) decides how many execute at
   once; ``concurrency`` caps how many are in flight.
 
-Planning (what is done, fingerprints) and the result rows live in :mod:`milkprice.backfill`.
+Planning (what is done, fingerprints) and the result rows live in :mod:`milkprice.pipeline.backfill`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from milkprice.backfill import (
+from milkprice.data.lake import Lake
+from milkprice.months import Month
+from milkprice.pipeline.backfill import (
     COMPLETED,
     FAILED,
     BackfillRow,
@@ -36,9 +38,7 @@ from milkprice.backfill import (
     plan_backfill,
     scheduled_time_for,
 )
-from milkprice.lake import Lake
-from milkprice.months import Month
-from milkprice.run import code_version
+from milkprice.pipeline.training_run import code_version
 from milkprice.settings import Settings, Source
 
 __all__ = [

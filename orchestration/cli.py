@@ -19,8 +19,8 @@ from milkprice.cli import main as root_callback
 from milkprice.months import Month
 from milkprice.settings import Source, get_settings
 
-if TYPE_CHECKING:  # milkprice.backfill imports MLflow: only the backfill command loads it
-    from milkprice.backfill import BackfillRow, MonthPlan
+if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfill command loads it
+    from milkprice.pipeline.backfill import BackfillRow, MonthPlan
 
 __all__ = ["app", "backfill_command", "serve_command"]
 
@@ -107,7 +107,7 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
     code version. Exit code 1 when any month failed.
     """
     first, last = _parse_month("--start", start), _parse_month("--end", end)
-    from milkprice.backfill import backfill_months  # noqa: PLC0415
+    from milkprice.pipeline.backfill import backfill_months  # noqa: PLC0415
     from orchestration.backfill import DeploymentNotServedError, run_backfill  # noqa: PLC0415
     from orchestration.serve import PrefectApiUnavailableError, check_prefect_api  # noqa: PLC0415
 

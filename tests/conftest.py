@@ -91,7 +91,7 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 @pytest.fixture
 def s3_lake(s3_env: dict[str, str]):
     """A lake on the moto S3 endpoint, built from settings exactly as users' code does."""
-    from milkprice.lake import Lake
+    from milkprice.data.lake import Lake
     from milkprice.settings import get_settings
 
     return Lake.from_settings(get_settings(), "s3")
@@ -100,7 +100,7 @@ def s3_lake(s3_env: dict[str, str]):
 @pytest.fixture
 def local_lake(tmp_path: Path):
     """An empty local lake in a temporary folder."""
-    from milkprice.lake import Lake
+    from milkprice.data.lake import Lake
 
     return Lake(str(tmp_path / "datalake"))
 
@@ -239,8 +239,8 @@ def training_env(
 ) -> dict[str, str]:
     """Environment of a tiny training setup under ``root``: a seeded demo lake of
     ``first..last`` (15 months by default), an SQLite MLflow store, 2 Optuna trials."""
-    from milkprice.demo import write_demo_lake
-    from milkprice.lake import Lake
+    from milkprice.data.demo import write_demo_lake
+    from milkprice.data.lake import Lake
     from milkprice.months import Month
 
     lake = root / "lake"

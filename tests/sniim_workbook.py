@@ -1,6 +1,6 @@
 """Write xlsx files in the layout of the SNIIM "Leche" publication, independently of the parser.
 
-Only openpyxl and the layout description are used here (no import from milkprice.sniim), so a
+Only openpyxl and the layout description are used here (no import from milkprice.data.sniim), so a
 round trip frame -> workbook -> parser checks the parser against an independent writer.
 """
 

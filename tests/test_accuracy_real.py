@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from milkprice.lake import Lake
+from milkprice.data.lake import Lake
+from milkprice.model.training import train_and_evaluate
 from milkprice.months import Month, month_range
-from milkprice.training import train_and_evaluate
 
 VALIDATION_MONTHS = [Month(2025, 1), Month(2025, 2), Month(2025, 3), Month(2025, 4)]
 N_TRIALS = 6  # fewer than the benchmark's, to keep the test near a minute

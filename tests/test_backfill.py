@@ -24,7 +24,9 @@ from conftest import (
 )
 from mlflow import MlflowClient
 
-from milkprice.backfill import (
+from milkprice.data.lake import Lake
+from milkprice.months import Month
+from milkprice.pipeline.backfill import (
     BackfillRow,
     MonthPlan,
     backfill_months,
@@ -32,10 +34,8 @@ from milkprice.backfill import (
     plan_backfill,
     scheduled_time_for,
 )
-from milkprice.lake import Lake
-from milkprice.months import Month
-from milkprice.registry import CHAMPION_ALIAS
-from milkprice.run import RUN_COMPLETE, RUN_STATUS_TAG
+from milkprice.pipeline.training_run import RUN_COMPLETE, RUN_STATUS_TAG
+from milkprice.registry.promotion import CHAMPION_ALIAS
 from milkprice.settings import get_settings
 
 TRAIN = "milk-price-training/train-milk-model"
@@ -162,7 +162,7 @@ def _store_summary(tracking_uri: str) -> tuple[dict[str, int], dict[str, dict], 
 
 
 def _assert_gate_invariants(tracking_uri: str, versions: dict[str, dict], champion: str) -> None:
-    """What the gate implies after any order of parallel runs (see milkprice.registry)."""
+    """What the gate implies after any order of parallel runs (see milkprice.registry.promotion)."""
     client = MlflowClient(tracking_uri)
     promoted = {
         number: tags for number, tags in versions.items() if tags["promotion"] == "promoted"

@@ -12,8 +12,8 @@ from sniim_workbook import write_leche_workbook
 from typer.testing import CliRunner
 
 from milkprice.cli import app
-from milkprice.demo import generate_demo_frame, write_demo_lake
-from milkprice.lake import Lake
+from milkprice.data.demo import generate_demo_frame, write_demo_lake
+from milkprice.data.lake import Lake
 from milkprice.months import Month
 from milkprice.settings import get_settings
 
@@ -120,7 +120,7 @@ def test_ingest_of_a_file_that_is_not_a_publication_exits_1(lake_root, tmp_path)
 
 
 def test_ingest_without_the_ingest_module_exits_1(lake_root, monkeypatch):
-    monkeypatch.setitem(sys.modules, "milkprice.ingest", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "milkprice.data.ingest", None)  # import raises ImportError
     result = runner.invoke(app, ["data", "ingest", "leche.xlsx"])
     assert result.exit_code == 1
     assert "ingestion is not available" in result.stderr

@@ -10,15 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from milkprice.demo import (
+from milkprice.data.demo import (
     CITIES,
     default_demo_range,
     generate_demo_frame,
     publication_dates,
     write_demo_lake,
 )
+from milkprice.data.schema import SERIES_KEYS, validate_frame
 from milkprice.months import Month, month_range
-from milkprice.schema import SERIES_KEYS, validate_frame
 
 START, END = Month(2024, 1), Month(2025, 6)
 

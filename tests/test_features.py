@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from milkprice.features import (
+from milkprice.model.features import (
     FEATURE_COLUMNS,
     SERIES_KEYS,
     build_features,
@@ -19,7 +19,7 @@ from milkprice.features import (
     publication_dates,
     target_horizon_end,
 )
-from milkprice.metrics import mae, mean_forecast, naive_forecast, rmse, score_forecasts
+from milkprice.model.metrics import mae, mean_forecast, naive_forecast, rmse, score_forecasts
 from milkprice.months import Month
 
 ORIGIN = pd.Timestamp("2025-02-28")
@@ -151,7 +151,7 @@ def plain_cross_section(key: tuple) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def demo_frame() -> pd.DataFrame:
-    from milkprice.demo import generate_demo_frame
+    from milkprice.data.demo import generate_demo_frame
 
     frame = generate_demo_frame(Month(2024, 1), Month(2024, 6), seed=7)
     frame = frame.loc[~frame["Ciudad"].str.contains("Promedio")].copy()

@@ -13,10 +13,10 @@ import pytest
 from mlflow import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
-from milkprice.demo import write_demo_lake
-from milkprice.lake import Lake
+from milkprice.data.demo import write_demo_lake
+from milkprice.data.lake import Lake
+from milkprice.data.sync import push_lake
 from milkprice.months import Month
-from milkprice.sync import push_lake
 from orchestration.flows.main_flow import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -8,17 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from milkprice.features import SERIES_KEYS, future_publication_dates, publication_dates
-from milkprice.forecast import MilkForecaster
-from milkprice.metrics import naive_forecast
-from milkprice.months import Month, month_range
-from milkprice.training import (
+from milkprice.model.features import SERIES_KEYS, future_publication_dates, publication_dates
+from milkprice.model.forecast import MilkForecaster
+from milkprice.model.metrics import naive_forecast
+from milkprice.model.training import (
     build_window_rows,
     evaluate_on_month,
     split_window,
     train_and_evaluate,
 )
-from milkprice.tuning import training_origins, tune_hyperparameters
+from milkprice.model.tuning import training_origins, tune_hyperparameters
+from milkprice.months import Month, month_range
 
 VALIDATION = Month(2024, 9)
 FIRST = VALIDATION.shift(-12)
@@ -28,7 +28,7 @@ FAST = {"num_boost_round": 30, "learning_rate": 0.2}
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
     """The project's seeded demo data for the window V-12..V, cleaned as the lake does."""
-    from milkprice.demo import generate_demo_frame
+    from milkprice.data.demo import generate_demo_frame
 
     data = generate_demo_frame(FIRST, VALIDATION, seed=3)
     data = data.loc[~data["Ciudad"].str.contains("Promedio")].copy()

@@ -15,11 +15,11 @@ import pytest
 from conftest import free_port
 from sniim_workbook import small_frame, write_leche_workbook, write_rows
 
-from milkprice.ingest import IngestReport, ingest_publication
-from milkprice.lake import Lake, LakeError
+from milkprice.data.ingest import IngestReport, ingest_publication
+from milkprice.data.lake import Lake, LakeError
+from milkprice.data.schema import normalize_frame
+from milkprice.data.sniim import SniimDownloadError, SniimFormatError
 from milkprice.months import Month, month_range
-from milkprice.schema import normalize_frame
-from milkprice.sniim import SniimDownloadError, SniimFormatError
 
 JUNE, JULY = Month(2025, 6), Month(2025, 7)
 
@@ -290,7 +290,7 @@ def test_failed_write_puts_back_the_months_already_written(
 def test_download_timeout_is_a_clear_error(tmp_path: Path):
     import socket
 
-    from milkprice.sniim import download_publication
+    from milkprice.data.sniim import download_publication
 
     with socket.socket() as silent:  # accepts connections (backlog) but never answers
         silent.bind(("127.0.0.1", 0))

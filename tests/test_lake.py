@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 from conftest import free_port
 
-from milkprice.demo import generate_demo_frame
-from milkprice.lake import Lake, LakeError, partition_key, serialize_partition
+from milkprice.data.demo import generate_demo_frame
+from milkprice.data.lake import Lake, LakeError, partition_key, serialize_partition
+from milkprice.data.schema import COLUMNS, LakeDataError, validate_frame
 from milkprice.months import Month
-from milkprice.schema import COLUMNS, LakeDataError, validate_frame
 from milkprice.settings import get_settings
 
 JAN = Month(2025, 1)

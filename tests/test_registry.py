@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from milkprice.demo import generate_demo_frame
-from milkprice.forecast import MilkForecaster
+from milkprice.data.demo import generate_demo_frame
+from milkprice.model.forecast import MilkForecaster
 from milkprice.months import Month
-from milkprice.registry import (
+from milkprice.registry.promotion import (
     CHAMPION_ALIAS,
     Champion,
     current_champion,
@@ -17,7 +17,7 @@ from milkprice.registry import (
     promote_if_better,
     register_version,
 )
-from milkprice.tracking import configure_mlflow, log_training_run
+from milkprice.registry.tracking import configure_mlflow, log_training_run
 
 MODEL = "milk-price-model"
 

@@ -12,10 +12,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from milkprice.demo import generate_demo_frame
-from milkprice.lake import Lake, frame_fingerprint, serialize_partition
-from milkprice.months import Month, month_range
-from milkprice.schema import (
+from milkprice.data.demo import generate_demo_frame
+from milkprice.data.lake import Lake, frame_fingerprint, serialize_partition
+from milkprice.data.schema import (
     COLUMNS,
     KEY_COLUMNS,
     SERIES_KEYS,
@@ -24,6 +23,7 @@ from milkprice.schema import (
     normalize_frame,
     validate_frame,
 )
+from milkprice.months import Month, month_range
 
 JAN = Month(2025, 1)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from milkprice.lake import Lake
+from milkprice.data.lake import Lake
 from milkprice.settings import Settings, get_settings
 
 VARIABLES = {

@@ -12,16 +12,16 @@ import pandas as pd
 import pytest
 from sniim_workbook import TIPO_CANAL, TITLE, small_frame, write_leche_workbook, write_rows
 
-from milkprice.lake import Lake
-from milkprice.months import month_range
-from milkprice.schema import normalize_frame
-from milkprice.sniim import (
+from milkprice.data.lake import Lake
+from milkprice.data.schema import normalize_frame
+from milkprice.data.sniim import (
     SNIIM_LECHE_URL,
     SniimFormatError,
     leche_publication_url,
     parse_leche_publication,
     parse_leche_workbook,
 )
+from milkprice.months import month_range
 
 
 def row_of(path: Path, text: str) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, free_port, http_json, training_env
 
-from milkprice.lake import Lake
+from milkprice.data.lake import Lake
 
 pytestmark = pytest.mark.e2e
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from milkprice.demo import write_demo_lake
-from milkprice.lake import Lake, LakeError
+from milkprice.data.demo import write_demo_lake
+from milkprice.data.lake import Lake, LakeError
+from milkprice.data.sync import describe_lake, push_lake
 from milkprice.months import Month
-from milkprice.sync import describe_lake, push_lake
 
 MONTHS = [Month(2024, 1), Month(2024, 2), Month(2024, 3)]
 

@@ -11,25 +11,21 @@ deployment on its monthly schedule (see :mod:`orchestration.serve`).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Annotated, Literal
 
 from prefect import flow
 from pydantic import Field
 
-from milkprice.lake import Lake
-from milkprice.run import (
+from milkprice.data.lake import Lake
+from milkprice.model.training import assemble_outcome
+from milkprice.pipeline.training_run import (
     MAX_YEAR,
     TrainingResult,
-    newest_complete_month,
     resolve_validation_month,
-    summary_text,
     training_result,
 )
 from milkprice.settings import get_settings
-from milkprice.training import assemble_outcome
-from orchestration import disable_telemetry
 from orchestration.tasks.training import (
     evaluation,
     features,
@@ -42,7 +38,7 @@ from orchestration.tasks.training import (
     validated_frame,
 )
 
-__all__ = ["FLOW_NAME", "main", "run_cli"]
+__all__ = ["FLOW_NAME", "main"]
 
 FLOW_NAME = "milk-price-training"
 
@@ -78,46 +74,9 @@ def main(
     return result
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="main_flow.py",
-        description="Without arguments: serve the train-milk-model deployment. "
-        "With --year/--month: run the training flow once for that validation month.",
-    )
-    parser.add_argument("--source", choices=["local", "s3"], default=None)
-    parser.add_argument("--year", type=int, default=None)
-    parser.add_argument("--month", type=int, default=None)
-    parser.add_argument(
-        "--latest",
-        action="store_true",
-        help="validate on the newest complete month in the lake (what `make run` does)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    return parser
-
-
-def run_cli(argv: list[str]) -> int:
-    """Entry point of the script; returns the process exit status."""
-    args = _parser().parse_args(argv)
-    disable_telemetry()
-    if not (args.latest or args.json) and args.year is args.month is args.source is None:
-        from orchestration.serve import serve_training  # noqa: PLC0415 - only when serving
-
-        return serve_training()
-    settings = get_settings()
-    source = args.source or settings.source
-    try:
-        year, month = args.year or 0, args.month or 0
-        if args.latest:
-            latest = newest_complete_month(Lake.from_settings(settings, source))
-            year, month = latest.year, latest.month
-        result = main(source=source, year=year, month=month)
-    except Exception as exc:  # the message is the user's answer; the flow logged the trace
-        print(f"milk-price-training failed: {exc}", file=sys.stderr)
-        return 1
-    print(result.model_dump_json(indent=2) if args.json else summary_text(result, settings))
-    return 0
-
-
 if __name__ == "__main__":
+    # The script's command line lives apart from the flow, so that this module (imported by
+    # orchestration.serve to build deployments) imports nothing that imports it back.
+    from orchestration.training_cli import run_cli
+
     sys.exit(run_cli(sys.argv[1:]))

@@ -8,19 +8,8 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
-from milkprice.lake import Lake, LakeError, LakeWindow
-from milkprice.months import Month
-from milkprice.registry import PromotionDecision
-from milkprice.run import (
-    check_window,
-    load_training_window,
-    log_and_register,
-    metrics_table,
-    promote_candidate,
-)
-from milkprice.settings import Settings, Source
-from milkprice.tracking import LoggedRun, run_url
-from milkprice.training import (
+from milkprice.data.lake import Lake, LakeError, LakeWindow
+from milkprice.model.training import (
     Evaluation,
     TrainingOutcome,
     WindowSplit,
@@ -30,7 +19,18 @@ from milkprice.training import (
     refit_on_window,
     tune,
 )
-from milkprice.tuning import TuningResult
+from milkprice.model.tuning import TuningResult
+from milkprice.months import Month
+from milkprice.pipeline.training_run import (
+    check_window,
+    load_training_window,
+    log_and_register,
+    metrics_table,
+    promote_candidate,
+)
+from milkprice.registry.promotion import PromotionDecision
+from milkprice.registry.tracking import LoggedRun, run_url
+from milkprice.settings import Settings, Source
 
 __all__ = [
     "evaluation",

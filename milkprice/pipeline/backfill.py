@@ -15,11 +15,16 @@ from datetime import UTC, datetime
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from milkprice.lake import Lake
+from milkprice.data.lake import Lake
 from milkprice.months import Month, month_range
-from milkprice.run import RUN_COMPLETE, RUN_STATUS_TAG, TrainingResult, load_training_window
+from milkprice.pipeline.training_run import (
+    RUN_COMPLETE,
+    RUN_STATUS_TAG,
+    TrainingResult,
+    load_training_window,
+)
+from milkprice.registry.tracking import mlflow_lock
 from milkprice.settings import Settings
-from milkprice.tracking import mlflow_lock
 
 __all__ = [
     "MAX_BACKFILL_MONTHS",

@@ -2,7 +2,7 @@
 
 Semantics for a validation month ``V``: the window is ``V-12 .. V``. The model is tuned and
 fit on the 12 training months ``V-12 .. V-1`` (origins: month ends and mid-months, see
-:func:`milkprice.tuning.training_origins`; only targets up to the end of ``V-1``), evaluated on
+:func:`milkprice.model.tuning.training_origins`; only targets up to the end of ``V-1``), evaluated on
 ``V`` from the origin ``end of V-1``, then refit with the same parameters on the whole window
 (targets up to the end of ``V``).
 At least ``MIN_TRAINING_MONTHS`` of the 12 training months must have data. These functions
@@ -17,16 +17,21 @@ from typing import Any
 
 import pandas as pd
 
-from milkprice.features import SERIES_KEYS, build_training_set, publication_dates
-from milkprice.forecast import MilkForecaster
-from milkprice.metrics import PREDICTION_COLUMN, mean_forecast, naive_forecast, score_forecasts
-from milkprice.months import Month, month_range
-from milkprice.tuning import (
+from milkprice.model.features import SERIES_KEYS, build_training_set, publication_dates
+from milkprice.model.forecast import MilkForecaster
+from milkprice.model.metrics import (
+    PREDICTION_COLUMN,
+    mean_forecast,
+    naive_forecast,
+    score_forecasts,
+)
+from milkprice.model.tuning import (
     TRAINING_DATE_STRIDE,
     TuningResult,
     training_origins,
     tune_hyperparameters,
 )
+from milkprice.months import Month, month_range
 
 __all__ = [
     "DEFAULT_N_TRIALS",

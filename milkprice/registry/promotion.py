@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from milkprice.months import Month
-from milkprice.tracking import LoggedRun, mlflow_lock
+from milkprice.registry.tracking import LoggedRun, mlflow_lock
 
 __all__ = [
     "CHAMPION_ALIAS",

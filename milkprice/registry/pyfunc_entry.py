@@ -5,6 +5,6 @@ MLflow executes this file when it loads the model; it only names the model class
 
 from mlflow.models import set_model
 
-from milkprice.tracking import MilkForecasterModel
+from milkprice.registry.tracking import MilkForecasterModel
 
 set_model(MilkForecasterModel())

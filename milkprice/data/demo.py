@@ -17,9 +17,9 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from milkprice.lake import Lake, PartitionWrite
+from milkprice.data.lake import Lake, PartitionWrite
+from milkprice.data.schema import CANALES, COLUMNS, KEY_COLUMNS, TIPOS
 from milkprice.months import Month, month_range, previous_month
-from milkprice.schema import CANALES, COLUMNS, KEY_COLUMNS, TIPOS
 
 __all__ = [
     "CITIES",
@@ -156,7 +156,7 @@ def generate_demo_frame(start: Month, end: Month, seed: int = 0) -> pd.DataFrame
 
     One row per series (216) per publication date, ``Precio`` missing where the synthetic city
     did not report and ``0.0`` on some dates of one Sonora city, as in the real publication
-    (:func:`milkprice.schema.validate_frame` turns those zeros into missing prices).
+    (:func:`milkprice.data.schema.validate_frame` turns those zeros into missing prices).
 
     Args:
         start: first month (included).
@@ -242,7 +242,7 @@ def write_demo_lake(
         on_write: called after each partition is written (progress bars).
 
     Returns:
-        One :class:`~milkprice.lake.PartitionWrite` per month, oldest first.
+        One :class:`~milkprice.data.lake.PartitionWrite` per month, oldest first.
 
     """
     frame = generate_demo_frame(start, end, seed)

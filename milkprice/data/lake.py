@@ -2,7 +2,7 @@
 
 Layout: ``<base>/monthly/YYYY/MM/YYYY-MM-data.parquet``. Local and S3 lakes differ only in
 their base URI (and the endpoint in the storage options); fsspec does the rest. Every read and
-write is validated (:mod:`milkprice.schema`); writes are atomic and deterministic.
+write is validated (:mod:`milkprice.data.schema`); writes are atomic and deterministic.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from milkprice.months import Month
-from milkprice.schema import (
+from milkprice.data.schema import (
     COLUMNS,
     LakeDataError,
     ValidationSummary,
     normalize_frame,
     validate_frame,
 )
+from milkprice.months import Month
 from milkprice.settings import Settings, Source
 
 __all__ = [

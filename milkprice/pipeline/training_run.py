@@ -19,13 +19,8 @@ import pandas as pd
 from pydantic import BaseModel
 
 import milkprice
-from milkprice.lake import Lake, LakeWindow
-from milkprice.months import Month, month_range, previous_month
-from milkprice.plots import plot_forecast_vs_actual
-from milkprice.registry import Champion, PromotionDecision, promote_if_better, register_version
-from milkprice.settings import Settings, Source
-from milkprice.tracking import LoggedRun, configure_mlflow, log_training_run, mlflow_lock
-from milkprice.training import (
+from milkprice.data.lake import Lake, LakeWindow
+from milkprice.model.training import (
     MIN_TRAINING_MONTHS,
     TRAINING_MONTHS,
     TrainingOutcome,
@@ -34,6 +29,16 @@ from milkprice.training import (
     split_window,
     train_and_evaluate,
 )
+from milkprice.months import Month, month_range, previous_month
+from milkprice.plots import plot_forecast_vs_actual
+from milkprice.registry.promotion import (
+    Champion,
+    PromotionDecision,
+    promote_if_better,
+    register_version,
+)
+from milkprice.registry.tracking import LoggedRun, configure_mlflow, log_training_run, mlflow_lock
+from milkprice.settings import Settings, Source
 
 __all__ = [
     "TrainingResult",

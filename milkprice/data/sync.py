@@ -1,7 +1,7 @@
 """Copy a lake's partitions to another lake (local to S3) and describe what a lake holds.
 
 Only partitions whose bytes differ are uploaded: partitions are written deterministically
-(:func:`milkprice.lake.serialize_partition`), so equal rows give equal bytes and a second push
+(:func:`milkprice.data.lake.serialize_partition`), so equal rows give equal bytes and a second push
 of an unchanged lake uploads nothing. Uploads go through :meth:`Lake.write_month`, so what
 reaches the target is validated and written atomically.
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from milkprice.lake import Lake
+from milkprice.data.lake import Lake
 from milkprice.months import Month
 
 __all__ = ["MonthInfo", "PushResult", "PushStatus", "describe_lake", "push_lake"]

@@ -3,7 +3,7 @@
 Scored rows are the validation rows whose actual ``Precio`` is not NaN and for which every
 forecast being compared has a value. The baselines never leave a scored row without a value:
 a series with no observed price at the origin gets the fallback anchor (state, then national
-mean of the same Tipo/Canal, see :mod:`milkprice.features`), so model, naive and mean are
+mean of the same Tipo/Canal, see :mod:`milkprice.model.features`), so model, naive and mean are
 always scored on exactly the same rows.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from milkprice.features import ANCHOR_COLUMN, SERIES_KEYS, last_prices
+from milkprice.model.features import ANCHOR_COLUMN, SERIES_KEYS, last_prices
 
 __all__ = [
     "PREDICTION_COLUMN",

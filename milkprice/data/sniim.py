@@ -34,7 +34,7 @@ from pathlib import Path
 import openpyxl
 import pandas as pd
 
-from milkprice.schema import CANALES, TIPOS, normalize_frame
+from milkprice.data.schema import CANALES, TIPOS, normalize_frame
 
 __all__ = [
     "SNIIM_LECHE_URL",

@@ -20,8 +20,13 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from milkprice.features import ANCHOR_COLUMN, FEATURE_COLUMNS, TARGET_COLUMN, build_training_set
-from milkprice.forecast import (
+from milkprice.model.features import (
+    ANCHOR_COLUMN,
+    FEATURE_COLUMNS,
+    TARGET_COLUMN,
+    build_training_set,
+)
+from milkprice.model.forecast import (
     DEFAULT_N_JOBS,
     DEFAULT_PARAMS,
     adjust_change,
@@ -51,7 +56,7 @@ class TuningResult:
     """Outcome of the search.
 
     Attributes:
-        best_params: Parameters for :class:`milkprice.forecast.MilkForecaster` (incl. shrink).
+        best_params: Parameters for :class:`milkprice.model.forecast.MilkForecaster` (incl. shrink).
         best_score: Best inner-fold score (relative to naive; lower is better, 1.0 = naive).
         n_trials: Trials completed.
         fold_origins: Origins of the inner validation folds.

@@ -25,10 +25,10 @@ from filelock import FileLock
 from mlflow.models import infer_signature
 
 import milkprice
-from milkprice.features import future_publication_dates
-from milkprice.forecast import MilkForecaster
+from milkprice.data.schema import COLUMNS
+from milkprice.model.features import future_publication_dates
+from milkprice.model.forecast import MilkForecaster
 from milkprice.months import Month
-from milkprice.schema import COLUMNS
 
 __all__ = [
     "LoggedRun",
@@ -159,7 +159,7 @@ def log_training_run(
         forecaster.to_artifacts(artifact_dir)
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
-            python_model=str(Path(milkprice.__file__).parent / "pyfunc_entry.py"),
+            python_model=str(Path(__file__).parent / "pyfunc_entry.py"),
             artifacts={"forecaster": str(artifact_dir)},
             code_paths=[str(Path(milkprice.__file__).parent)],
             pip_requirements=_requirements(),

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from milkprice.lake import Lake, PartitionWrite
+from milkprice.data.lake import Lake, PartitionWrite
+from milkprice.data.schema import COLUMNS, KEY_COLUMNS, validate_frame
+from milkprice.data.sniim import SniimFormatError, download_publication, parse_leche_publication
 from milkprice.months import Month
-from milkprice.schema import COLUMNS, KEY_COLUMNS, validate_frame
-from milkprice.sniim import SniimFormatError, download_publication, parse_leche_publication
 
 __all__ = ["IngestReport", "MonthPlan", "ingest_publication", "is_url", "plan_upsert"]
 
@@ -98,7 +98,7 @@ def plan_upsert(lake: Lake, rows: pd.DataFrame, *, origin: str) -> list[MonthPla
 
     Args:
         lake: where the existing partitions are read from (nothing is written).
-        rows: clean rows (see :func:`milkprice.schema.validate_frame`).
+        rows: clean rows (see :func:`milkprice.data.schema.validate_frame`).
         origin: the publication, for error messages.
 
     Returns:

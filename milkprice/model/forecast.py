@@ -9,7 +9,7 @@ therefore predicts ``price - anchor`` with a robust (Huber) loss, and the foreca
 Soft-thresholding keeps the forecast exactly at the last price unless the model expects a
 clear move (a zero forecast change is optimal for absolute error whenever no move is likely);
 ``shrink`` scales the moves it keeps. Both are chosen on time-ordered inner folds (see
-:mod:`milkprice.tuning`). With ``shrink = 0`` the forecaster is exactly the naive forecast.
+:mod:`milkprice.model.tuning`). With ``shrink = 0`` the forecaster is exactly the naive forecast.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from milkprice.features import (
+from milkprice.model.features import (
     ANCHOR_COLUMN,
     FEATURE_COLUMNS,
     SERIES_KEYS,
@@ -31,7 +31,7 @@ from milkprice.features import (
     build_features,
     build_training_set,
 )
-from milkprice.metrics import PREDICTION_COLUMN
+from milkprice.model.metrics import PREDICTION_COLUMN
 
 __all__ = [
     "DATASET_PARAMS",
@@ -49,7 +49,7 @@ _BOOSTER_FILE = "booster.txt"
 _CONFIG_FILE = "forecaster.json"
 
 # Reasonable defaults for a small tabular problem (a few tens of thousands of rows); the search
-# in milkprice.tuning overrides them. ``shrink`` and ``num_boost_round`` are ours, not LightGBM's.
+# in milkprice.model.tuning overrides them. ``shrink`` and ``num_boost_round`` are ours, not LightGBM's.
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "huber",
     "alpha": 0.5,
@@ -120,7 +120,7 @@ def fit_booster(
     """Train a LightGBM booster on the change target of supervised rows.
 
     Args:
-        data: Output of :func:`milkprice.features.build_training_set`, or a dataset made from
+        data: Output of :func:`milkprice.model.features.build_training_set`, or a dataset made from
             it by :func:`make_dataset` (reusable across parameter sets).
         params: Merged parameters (LightGBM ones plus ``num_boost_round``).
         seed: Random seed for LightGBM.

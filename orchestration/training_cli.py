@@ -1,0 +1,59 @@
+"""Command line of ``python orchestration/flows/main_flow.py``: run the training flow once, or serve it.
+
+Kept apart from :mod:`orchestration.flows.main_flow` so that the flow module imports neither this
+nor :mod:`orchestration.serve` (which imports the flow to build its deployments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from milkprice.data.lake import Lake
+from milkprice.pipeline.training_run import newest_complete_month, summary_text
+from milkprice.settings import get_settings
+from orchestration import disable_telemetry
+from orchestration.flows.main_flow import main
+
+__all__ = ["run_cli"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main_flow.py",
+        description="Without arguments: serve the train-milk-model deployment. "
+        "With --year/--month: run the training flow once for that validation month.",
+    )
+    parser.add_argument("--source", choices=["local", "s3"], default=None)
+    parser.add_argument("--year", type=int, default=None)
+    parser.add_argument("--month", type=int, default=None)
+    parser.add_argument(
+        "--latest",
+        action="store_true",
+        help="validate on the newest complete month in the lake (what `make run` does)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def run_cli(argv: list[str]) -> int:
+    """Entry point of the script; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    disable_telemetry()
+    if not (args.latest or args.json) and args.year is args.month is args.source is None:
+        from orchestration.serve import serve_training  # noqa: PLC0415 - imports prefect.serve
+
+        return serve_training()
+    settings = get_settings()
+    source = args.source or settings.source
+    try:
+        year, month = args.year or 0, args.month or 0
+        if args.latest:
+            latest = newest_complete_month(Lake.from_settings(settings, source))
+            year, month = latest.year, latest.month
+        result = main(source=source, year=year, month=month)
+    except Exception as exc:  # the message is the user's answer; the flow logged the trace
+        print(f"milk-price-training failed: {exc}", file=sys.stderr)
+        return 1
+    print(result.model_dump_json(indent=2) if args.json else summary_text(result, settings))
+    return 0
