@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         validation_alias="MILKPRICE_N_TRIALS",
         description="Optuna trials per training run.",
     )
+    api_reload_seconds: float = Field(
+        60.0,
+        gt=0,
+        validation_alias="MILKPRICE_API_RELOAD_SECONDS",
+        description="How often the API checks whether the champion alias moved (seconds).",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -297,6 +297,28 @@ class Lake:
             summary=summary,
         )
 
+    def object_uri(self, key: str) -> str:
+        """Full URI of any object of the lake (e.g. ``forecasts/cutoff=.../forecast.parquet``)."""
+        return f"{self.base_uri.rstrip('/')}/{key.lstrip('/')}"
+
+    def put_object(self, key: str, data: bytes) -> str:
+        """Write ``data`` at ``key`` under the lake's base, atomically; return its URI.
+
+        The same code path for local disk and S3 as the partitions (see :meth:`write_month`).
+        """
+        self.check_reachable()
+        self._atomic_put(f"{self._root}/{key.lstrip('/')}", data)
+        return self.object_uri(key)
+
+    def get_object(self, key: str) -> bytes | None:
+        """Bytes of the object at ``key``, or ``None`` if there is none."""
+        try:
+            return bytes(self.fs.cat_file(f"{self._root}/{key.lstrip('/')}"))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._guard(f"read {key}", exc) from exc
+
     def _atomic_put(self, path: str, data: bytes) -> None:
         try:
             if self.is_local:

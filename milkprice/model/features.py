@@ -26,6 +26,7 @@ __all__ = [
     "future_publication_dates",
     "last_prices",
     "publication_dates",
+    "series_features",
     "to_wide",
 ]
 
@@ -253,6 +254,21 @@ def build_features(
     origin = pd.Timestamp(origin)
     wide = _with_series(_cut(to_wide(history), origin), series)
     return _expand_to_dates(_only(_series_features(wide, origin), series), origin, target_dates)
+
+
+def series_features(history: pd.DataFrame, origin: pd.Timestamp) -> pd.DataFrame:
+    """Per-series features at ``origin`` (every feature but ``horizon_days``, which is NaN).
+
+    What :func:`build_features` computes once per series before repeating it over the target
+    dates; a server computes it once per cut-off and answers any (series, date) from it.
+
+    Returns:
+        One row per series of ``history``: ``SERIES_KEYS`` and ``FEATURE_COLUMNS``.
+    """
+    origin = pd.Timestamp(origin)
+    per_series = _series_features(_cut(to_wide(history), origin), origin)
+    per_series["horizon_days"] = np.nan
+    return per_series[[*SERIES_KEYS, *FEATURE_COLUMNS]].reset_index(drop=True)
 
 
 def _with_series(wide: pd.DataFrame, series: pd.DataFrame | None) -> pd.DataFrame:

@@ -31,6 +31,7 @@ from milkprice.model.features import (
     build_features,
     build_training_set,
 )
+from milkprice.model.intervals import IntervalTable
 from milkprice.model.metrics import PREDICTION_COLUMN
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
 FORMAT_VERSION = 1
 _BOOSTER_FILE = "booster.txt"
 _CONFIG_FILE = "forecaster.json"
+_INTERVALS_FILE = "intervals.json"
 
 # Reasonable defaults for a small tabular problem (a few tens of thousands of rows); the search
 # in milkprice.model.tuning overrides them. ``shrink`` and ``num_boost_round`` are ours, not LightGBM's.
@@ -151,6 +153,8 @@ class MilkForecaster:
         feature_names_: Feature columns the booster expects.
         n_training_rows_: Number of supervised rows used in ``fit``.
         origins_: The training origins.
+        intervals_: Optional :class:`~milkprice.model.intervals.IntervalTable` (set by the
+            training run from out-of-sample residuals; saved beside the booster).
     """
 
     def __init__(
@@ -243,6 +247,11 @@ class MilkForecaster:
             "origins": [str(o.date()) for o in self.origins_],
         }
         (directory / _CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        intervals: IntervalTable | None = getattr(self, "intervals_", None)
+        if intervals is not None:
+            (directory / _INTERVALS_FILE).write_text(
+                json.dumps(intervals.to_dict(), indent=2, sort_keys=True)
+            )
 
     @classmethod
     def from_artifacts(cls, directory: Path) -> MilkForecaster:
@@ -266,4 +275,7 @@ class MilkForecaster:
         model.feature_names_ = list(config["feature_names"])
         model.n_training_rows_ = int(config["n_training_rows"])
         model.origins_ = [pd.Timestamp(o) for o in config["origins"]]
+        intervals_path = directory / _INTERVALS_FILE
+        if intervals_path.exists():
+            model.intervals_ = IntervalTable.from_dict(json.loads(intervals_path.read_text()))
         return model

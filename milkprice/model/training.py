@@ -15,10 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from milkprice.model.calibration import attach_intervals, evaluation_residuals, fold_residuals
 from milkprice.model.features import SERIES_KEYS, build_training_set, publication_dates
 from milkprice.model.forecast import MilkForecaster
+from milkprice.model.intervals import LEVELS, interval_score
 from milkprice.model.metrics import (
     PREDICTION_COLUMN,
     mean_forecast,
@@ -43,8 +46,10 @@ __all__ = [
     "WindowSplit",
     "assemble_outcome",
     "build_window_rows",
+    "calibrate_intervals",
     "evaluate_on_month",
     "fit_forecaster",
+    "interval_metrics",
     "refit_on_window",
     "split_window",
     "train_and_evaluate",
@@ -212,14 +217,20 @@ def fit_forecaster(
     *,
     seed: int = 0,
     rows: pd.DataFrame | None = None,
+    residuals: pd.DataFrame | None = None,
 ) -> MilkForecaster:
-    """Fit on the training months only (targets up to the validation origin)."""
+    """Fit on the training months only (targets up to the validation origin).
+
+    With ``residuals`` (from :func:`calibrate_intervals`) the model gets its interval table.
+    """
     model = MilkForecaster(params=params, seed=seed)
     if rows is not None:
-        return model.fit_rows(rows.loc[rows["Fecha"] <= split.validation_origin])
-    return model.fit(
-        _training_rows(frame, split), split.train_origins, date_stride=TRAINING_DATE_STRIDE
-    )
+        model.fit_rows(rows.loc[rows["Fecha"] <= split.validation_origin])
+    else:
+        model.fit(
+            _training_rows(frame, split), split.train_origins, date_stride=TRAINING_DATE_STRIDE
+        )
+    return model if residuals is None else attach_intervals(model, residuals)
 
 
 def refit_on_window(
@@ -229,13 +240,40 @@ def refit_on_window(
     *,
     seed: int = 0,
     rows: pd.DataFrame | None = None,
+    residuals: pd.DataFrame | None = None,
+    evaluation: Evaluation | None = None,
 ) -> MilkForecaster:
-    """Refit with the same parameters on the whole window, ``V`` included."""
+    """Refit with the same parameters on the whole window, ``V`` included.
+
+    Its interval table, when ``residuals`` are given, adds the validation month's own
+    out-of-sample residuals (``evaluation``) to the training folds' ones.
+    """
     model = MilkForecaster(params=params, seed=seed)
     if rows is not None:
-        return model.fit_rows(rows.loc[rows["Fecha"] <= split.validation_month.end])
-    window = _window_rows(frame, split.training_months[0], split.validation_month)
-    return model.fit(window, split.refit_origins, date_stride=TRAINING_DATE_STRIDE)
+        model.fit_rows(rows.loc[rows["Fecha"] <= split.validation_month.end])
+    else:
+        window = _window_rows(frame, split.training_months[0], split.validation_month)
+        model.fit(window, split.refit_origins, date_stride=TRAINING_DATE_STRIDE)
+    if residuals is None:
+        return model
+    if evaluation is not None:
+        own = evaluation_residuals(evaluation.predictions, split.validation_origin)
+        residuals = pd.concat([residuals, own], ignore_index=True)
+    return attach_intervals(model, residuals)
+
+
+def calibrate_intervals(
+    frame: pd.DataFrame,
+    split: WindowSplit,
+    params: dict[str, Any],
+    *,
+    seed: int = 0,
+    rows: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Out-of-sample residuals on folds of the training months (never ``V``), for intervals."""
+    if rows is None:
+        rows = build_window_rows(frame, split)
+    return fold_residuals(frame, rows, params, split.validation_origin, seed=seed)
 
 
 def evaluate_on_month(
@@ -275,7 +313,27 @@ def evaluate_on_month(
         renamed = predicted.rename(columns={PREDICTION_COLUMN: name})
         table = table.merge(renamed, on=[*SERIES_KEYS, "Fecha"], how="left")
     table = table.sort_values([*SERIES_KEYS, "Fecha"]).reset_index(drop=True)
+    intervals = getattr(forecaster, "intervals_", None)
+    if intervals is not None:
+        horizon = (table["Fecha"] - origin).dt.days.to_numpy(dtype=float)
+        bounds = intervals.apply(table["model"].to_numpy(dtype=float), horizon)
+        table = table.assign(**bounds)
+        metrics.update(interval_metrics(table))
     return Evaluation(month=validation_month, metrics=metrics, predictions=table)
+
+
+def interval_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Coverage, mean width and interval score of each level on the rows with an actual price."""
+    scored = table.dropna(subset=["actual"])
+    actual = scored["actual"].to_numpy(dtype=float)
+    out: dict[str, float] = {}
+    for level in LEVELS:
+        lower = scored[f"lower_{level}"].to_numpy(dtype=float)
+        upper = scored[f"upper_{level}"].to_numpy(dtype=float)
+        out[f"coverage_{level}"] = float(np.mean((actual >= lower) & (actual <= upper)))
+        out[f"width_{level}"] = float(np.mean(upper - lower))
+        out[f"interval_score_{level}"] = interval_score(actual, lower, upper, level)
+    return out
 
 
 def with_ratios(metrics: dict[str, float]) -> dict[str, float]:
@@ -322,7 +380,13 @@ def train_and_evaluate(
     timings["tune"] = time.perf_counter() - step
 
     step = time.perf_counter()
-    fitted = fit_forecaster(frame, split, tuning.best_params, seed=seed, rows=rows)
+    residuals = calibrate_intervals(frame, split, tuning.best_params, seed=seed, rows=rows)
+    timings["intervals"] = time.perf_counter() - step
+
+    step = time.perf_counter()
+    fitted = fit_forecaster(
+        frame, split, tuning.best_params, seed=seed, rows=rows, residuals=residuals
+    )
     timings["fit"] = time.perf_counter() - step
 
     step = time.perf_counter()
@@ -330,7 +394,15 @@ def train_and_evaluate(
     timings["evaluate"] = time.perf_counter() - step
 
     step = time.perf_counter()
-    refit = refit_on_window(frame, split, tuning.best_params, seed=seed, rows=rows)
+    refit = refit_on_window(
+        frame,
+        split,
+        tuning.best_params,
+        seed=seed,
+        rows=rows,
+        residuals=residuals,
+        evaluation=evaluation,
+    )
     timings["refit"] = time.perf_counter() - step
     timings["total"] = time.perf_counter() - started
 

@@ -62,9 +62,13 @@ def main(
     window = training_window(lake, validation_month)
     split = validated_frame(lake, window, validation_month)
     rows = features(window.frame, split)
-    tuning, fitted = tuned_model(window.frame, split, rows, settings.seed, settings.n_trials)
+    tuning, fitted, residuals = tuned_model(
+        window.frame, split, rows, settings.seed, settings.n_trials
+    )
     evaluated = evaluation(fitted, window.frame, validation_month)
-    refit = refit_model(window.frame, split, rows, tuning.best_params, settings.seed)
+    refit = refit_model(
+        window.frame, split, rows, tuning.best_params, settings.seed, residuals, evaluated
+    )
     outcome = assemble_outcome(split, tuning, evaluated, refit)
     logged, version = registered_version(settings, outcome, window, source)
     decision = promotion_decision(settings, logged, version, outcome, window.frame)

@@ -14,6 +14,7 @@ from milkprice.model.training import (
     TrainingOutcome,
     WindowSplit,
     build_window_rows,
+    calibrate_intervals,
     evaluate_on_month,
     fit_forecaster,
     refit_on_window,
@@ -96,13 +97,16 @@ def features(frame: pd.DataFrame, split: WindowSplit) -> pd.DataFrame:
 @task(name="tuned-model")
 def tuned_model(
     frame: pd.DataFrame, split: WindowSplit, rows: pd.DataFrame, seed: int, n_trials: int
-) -> tuple[TuningResult, Any]:
-    """Hyperparameters searched on inner folds of the training months, and the fitted model."""
+) -> tuple[TuningResult, Any, pd.DataFrame]:
+    """Tuned parameters, their out-of-sample residuals (for intervals) and the fitted model."""
     tuning = tune(frame, split, n_trials=n_trials, seed=seed, rows=rows)
     get_run_logger().info(
         "tuning: best inner score %.4f in %d trials", tuning.best_score, tuning.n_trials
     )
-    return tuning, fit_forecaster(frame, split, tuning.best_params, seed=seed, rows=rows)
+    params = tuning.best_params
+    residuals = calibrate_intervals(frame, split, params, seed=seed, rows=rows)
+    fitted = fit_forecaster(frame, split, params, seed=seed, rows=rows, residuals=residuals)
+    return tuning, fitted, residuals
 
 
 @task(name="evaluation")
@@ -120,11 +124,19 @@ def registered_version(
 
 
 @task(name="refit-model")
-def refit_model(
-    frame: pd.DataFrame, split: WindowSplit, rows: pd.DataFrame, params: dict[str, Any], seed: int
+def refit_model(  # noqa: PLR0917 - the flow passes each product of the steps before
+    frame: pd.DataFrame,
+    split: WindowSplit,
+    rows: pd.DataFrame,
+    params: dict[str, Any],
+    seed: int,
+    residuals: pd.DataFrame,
+    evaluated: Evaluation,
 ) -> Any:
-    """The model refit on all 13 months: the one registered for the months after."""
-    return refit_on_window(frame, split, params, seed=seed, rows=rows)
+    """The model refit on all 13 months, with intervals from every out-of-sample residual."""
+    return refit_on_window(
+        frame, split, params, seed=seed, rows=rows, residuals=residuals, evaluation=evaluated
+    )
 
 
 @task(name="promotion-decision")
