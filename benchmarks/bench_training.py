@@ -62,6 +62,10 @@ def _row(month: Month, outcome: TrainingOutcome, seconds: float, cpu_seconds: fl
         "rmse_ratio": m["rmse_ratio_to_naive"],
         "mae_ratio": m["mae_ratio_to_naive"],
         "n_scored": int(m["n_scored"]),
+        "coverage_80": m["coverage_80"],
+        "coverage_95": m["coverage_95"],
+        "width_80": m["width_80"],
+        "width_95": m["width_95"],
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
         "timings": outcome.timings,
@@ -83,7 +87,8 @@ def main() -> int:
 
     header = (
         f"{'month':8} {'rmse':>6} {'mae':>6} {'nv_rmse':>7} {'nv_mae':>6} {'rmse/nv':>7} "
-        f"{'mae/nv':>6} {'mn_rmse':>7} {'mn_mae':>6} {'shrink':>6} {'sec':>5} {'cpu_s':>5}"
+        f"{'mae/nv':>6} {'mn_rmse':>7} {'mn_mae':>6} {'shrink':>6} {'cov80':>5} {'cov95':>5} "
+        f"{'w80':>5} {'w95':>5} {'sec':>5} {'cpu_s':>5}"
     )
     print(header)
     for r in rows:
@@ -91,17 +96,25 @@ def main() -> int:
             f"{r['month']:8} {r['rmse']:6.3f} {r['mae']:6.3f} {r['naive_rmse']:7.3f} "
             f"{r['naive_mae']:6.3f} {r['rmse_ratio']:7.3f} {r['mae_ratio']:6.3f} "
             f"{r['mean_rmse']:7.3f} {r['mean_mae']:6.3f} {r['params']['shrink']:6.2f} "
-            f"{r['seconds']:5.1f} {r['cpu_seconds']:5.1f}"
+            f"{r['coverage_80']:5.3f} {r['coverage_95']:5.3f} {r['width_80']:5.2f} "
+            f"{r['width_95']:5.2f} {r['seconds']:5.1f} {r['cpu_seconds']:5.1f}"
         )
     avg_rmse = float(np.mean([r["rmse_ratio"] for r in rows]))
     avg_mae = float(np.mean([r["mae_ratio"] for r in rows]))
     worst = float(max(max(r["rmse_ratio"], r["mae_ratio"]) for r in rows))
     slowest = float(max(r["seconds"] for r in rows))
+    coverage = {level: [r[f"coverage_{level}"] for r in rows] for level in (80, 95)}
     checks = {
         f"avg RMSE ratio {avg_rmse:.3f} <= {MAX_AVG_RMSE_RATIO}": avg_rmse <= MAX_AVG_RMSE_RATIO,
         f"avg MAE ratio {avg_mae:.3f} <= {MAX_AVG_MAE_RATIO}": avg_mae <= MAX_AVG_MAE_RATIO,
         f"worst month ratio {worst:.3f} <= {MAX_MONTH_RATIO}": worst <= MAX_MONTH_RATIO,
         f"slowest run {slowest:.1f}s <= {MAX_SECONDS}s": slowest <= MAX_SECONDS,
+        **{
+            f"{level}% coverage avg {np.mean(c):.3f} within 0.05, min {min(c):.3f} >= {floor}": (
+                abs(np.mean(c) - level / 100) <= 0.05 and min(c) >= floor
+            )
+            for (level, c), floor in zip(coverage.items(), (0.65, 0.85), strict=True)
+        },
     }
     load = os.getloadavg()
     print(f"\nload average (1, 5, 15 min) at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
