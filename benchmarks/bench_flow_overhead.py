@@ -34,7 +34,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_prefect_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_prefect_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {
         **os.environ,
@@ -74,7 +74,7 @@ def _start_prefect_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
 def main() -> int:
     data = Path(os.environ.get("MILKPRICE_REAL_DATA", REPO.parent / "shared" / "data" / "sniim"))
     work = Path(tempfile.mkdtemp(prefix="milkprice-bench-"))
-    server, api_url = _start_prefect_server(work)
+    server, api_url = start_prefect_server(work)
     os.environ.update(
         PREFECT_API_URL=api_url,
         MILKPRICE_DATA_ROOT=str(data),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib as mpl
@@ -10,8 +11,10 @@ mpl.use("Agg")  # files only, never a window
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-__all__ = ["plot_forecast_vs_actual"]
+__all__ = ["plot_forecast_vs_actual", "plot_national_forecast", "plot_series_forecast"]
 
 
 def plot_forecast_vs_actual(predictions: pd.DataFrame, path: Path, title: str) -> Path:
@@ -44,3 +47,75 @@ def plot_forecast_vs_actual(predictions: pd.DataFrame, path: Path, title: str) -
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
+
+
+def _png_bytes(figure: Figure) -> bytes:
+    """The figure as PNG bytes (closed afterwards): the caller decides where they go."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _draw_forecast(axes: Axes, history: pd.Series, forecast: pd.DataFrame) -> None:
+    """History as a line, then the forecast with its 95 % and 80 % bands."""
+    axes.plot(history.index, history.to_numpy(), "-", color="black", linewidth=1.2, label="price")
+    dates = forecast["Fecha"]
+    axes.fill_between(
+        dates, forecast["lower_95"], forecast["upper_95"], alpha=0.18, color="C0", label="95 %"
+    )
+    axes.fill_between(
+        dates, forecast["lower_80"], forecast["upper_80"], alpha=0.35, color="C0", label="80 %"
+    )
+    axes.plot(dates, forecast["price"], "o-", color="C0", markersize=3, label="forecast")
+    axes.set_ylabel("MXN per litre")
+    axes.tick_params(axis="x", rotation=30)
+
+
+def plot_national_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -> bytes:
+    """PNG of the national average per ``Tipo`` x ``Canal``: history, forecast, 80/95 bands.
+
+    The bands are the mean of the series' bounds (a display of the typical interval, not an
+    interval of the national average).
+
+    Args:
+        history: tidy rows (``Fecha``, ``Tipo``, ``Canal``, ``Precio``) before the cut-off.
+        forecast: forecast rows (``Fecha``, ``Tipo``, ``Canal``, ``price`` and the bounds).
+        title: figure title (say the cut-off and the model version).
+    """
+    pairs = sorted(forecast[["Tipo", "Canal"]].drop_duplicates().itertuples(index=False))
+    columns = 2 if len(pairs) > 1 else 1
+    rows = max(1, -(-len(pairs) // columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
+    bounds = ["price", "lower_80", "upper_80", "lower_95", "upper_95"]
+    for axes, (tipo, canal) in zip(grid.ravel(), pairs, strict=False):
+        past = history.loc[(history["Tipo"] == tipo) & (history["Canal"] == canal)]
+        ahead = forecast.loc[(forecast["Tipo"] == tipo) & (forecast["Canal"] == canal)]
+        _draw_forecast(
+            axes,
+            past.groupby("Fecha")["Precio"].mean(),
+            ahead.groupby("Fecha", as_index=False)[bounds].mean(),
+        )
+        axes.set_title(f"{tipo} / {canal}")
+    for axes in grid.ravel()[len(pairs) :]:
+        axes.set_visible(False)
+    grid.ravel()[0].legend(loc="upper left", fontsize="small")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return _png_bytes(figure)
+
+
+def plot_series_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -> bytes:
+    """PNG of one series: its prices before the cut-off, the forecast and its 80/95 bands.
+
+    Args:
+        history: the series' tidy rows (``Fecha``, ``Precio``) before the cut-off.
+        forecast: the series' forecast rows (``Fecha``, ``price`` and the bounds).
+        title: figure title (name the series, the cut-off and the model version).
+    """
+    figure, axes = plt.subplots(figsize=(10, 4))
+    _draw_forecast(axes, history.dropna(subset=["Precio"]).set_index("Fecha")["Precio"], forecast)
+    axes.legend(loc="upper left", fontsize="small")
+    axes.set_title(title, fontsize="medium")
+    figure.tight_layout()
+    return _png_bytes(figure)

@@ -22,7 +22,7 @@ from milkprice.settings import Source, get_settings
 if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfill command loads it
     from milkprice.pipeline.backfill import BackfillRow, MonthPlan
 
-__all__ = ["app", "backfill_command", "serve_command"]
+__all__ = ["api_command", "app", "backfill_command", "forecast_command", "serve_command"]
 
 app = typer.Typer(
     name="milkprice",
@@ -58,6 +58,35 @@ def serve_command(
     from orchestration.serve import serve_all  # noqa: PLC0415 - imports Prefect
 
     raise typer.Exit(serve_all(pause_on_shutdown=pause_on_shutdown))
+
+
+@app.command("api")
+def api_command(
+    host: Annotated[
+        str, typer.Option(help="Address to bind (default loopback only; 0.0.0.0 for all).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    source: Annotated[
+        Source | None,
+        typer.Option(help="Which lake: local or s3 (default: MILKPRICE_SOURCE, else local)."),
+    ] = None,
+) -> None:
+    """Serve the prediction API (FastAPI on uvicorn) for the champion model until interrupted.
+
+    The model loads in the background (GET /readyz says when); a new champion is picked up
+    without a restart (MILKPRICE_API_RELOAD_SECONDS). Docs at http://HOST:PORT/docs.
+    """
+    import uvicorn  # noqa: PLC0415 - only this command needs the server
+
+    from milkprice.serving.api import create_app  # noqa: PLC0415 - imports MLflow
+
+    uvicorn.run(
+        create_app(get_settings(), source),
+        host=host,
+        port=port,
+        workers=1,
+        log_level="warning",
+    )
 
 
 def _parse_month(option: str, text: str) -> Month:
@@ -156,6 +185,59 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
         details = "; ".join(f"{row.month}: {row.detail}" for row in report.rows if row.failed)
         fail(f"{len(report.failed)} month(s) failed: {details}")
     out.print(f"backfill {first}..{last}: every month complete")
+
+
+@app.command("forecast")
+def forecast_command(
+    cutoff: Annotated[
+        str | None,
+        typer.Option(help="Data cut-off, YYYY-MM-DD (default: the newest date in the lake)."),
+    ] = None,
+    source: Annotated[
+        Source | None,
+        typer.Option(help="Which lake: local or s3 (default: MILKPRICE_SOURCE, else local)."),
+    ] = None,
+    series: Annotated[
+        list[str] | None,
+        typer.Option(help='A series to plot on its own, "Estado/Ciudad/Tipo/Canal" (repeat).'),
+    ] = None,
+) -> None:
+    """Forecast every series with the champion (the milk-price-forecast flow, run here).
+
+    Writes forecasts/cutoff=.../forecast.parquet, and a CSV and plots under reports/, to the
+    lake. Exit code 2 when no champion exists yet (run the training flow first).
+    """
+    from datetime import date  # noqa: PLC0415
+
+    from milkprice.serving.loader import NoChampionError, resolve_version  # noqa: PLC0415
+
+    try:
+        day = date.fromisoformat(cutoff) if cutoff is not None else None
+    except ValueError:
+        fail(f"invalid value for --cutoff: {cutoff!r} (expected a date YYYY-MM-DD)")
+    settings = get_settings()
+    chosen: Source = source or settings.source
+    try:
+        resolve_version(settings)  # fail in a second, before Prefect starts
+        with reporting_user_errors():
+            from orchestration.flows.forecast_flow import forecast  # noqa: PLC0415
+
+            result = forecast(source=chosen, cutoff=day, series=series or None)
+    except NoChampionError as exc:
+        Console(stderr=True, highlight=False, markup=False, soft_wrap=True).print(
+            f"error: {exc}", style="bold red"
+        )
+        raise typer.Exit(2) from None
+    out = _out()
+    out.print(
+        f"forecast at cut-off {result.cutoff} with {result.model_name} version "
+        f"{result.model_version} (validated on {result.validation_month}): {result.rows} rows, "
+        f"{result.series_forecast} series, {result.series_skipped} skipped, "
+        f"{result.first_date} to {result.last_date}",
+        soft_wrap=True,
+    )
+    for uri in (result.parquet_uri, result.csv_uri, *result.plot_uris):
+        out.print(f"  {uri}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -19,19 +19,25 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from prefect.deployments.runner import EntrypointType
+from prefect.events import DeploymentEventTrigger
 
-from orchestration.flows.main_flow import FLOW_NAME, main
+from milkprice.settings import get_settings
+from orchestration.flows.forecast_flow import forecast
+from orchestration.flows.main_flow import main
+from orchestration.tasks.training import CHAMPION_PROMOTED_EVENT
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 __all__ = [
+    "DAILY_FORECAST",
     "DAILY_TEST",
     "DEPLOYMENTS",
     "TRAIN_MILK_MODEL",
     "DeploymentBuilder",
     "PrefectApiUnavailableError",
     "check_prefect_api",
+    "daily_forecast_deployment",
     "daily_test_deployment",
     "serve_all",
     "serve_deployments",
@@ -41,6 +47,7 @@ __all__ = [
 
 TRAIN_MILK_MODEL = "train-milk-model"
 DAILY_TEST = "daily-test"
+DAILY_FORECAST = "daily-forecast"
 _HEALTH_TIMEOUT_S = 5.0
 # One run at a time per deployment: a scheduled run and a backfill of the same month (or two
 # backfills) must not train and register the same month side by side.
@@ -89,10 +96,35 @@ def daily_test_deployment() -> RunnerDeployment:
     )
 
 
+def daily_forecast_deployment() -> RunnerDeployment:
+    """The batch forecast: every evening at 23:00 UTC, and as soon as a champion is promoted."""
+    # Read when `serve` starts (an entry point), never at import: the trigger listens to the
+    # model this serving process's settings name.
+    model = get_settings().registered_model
+    return forecast.to_deployment(
+        name=DAILY_FORECAST,
+        cron="0 23 * * *",
+        tags=["milk", "forecast"],
+        description="Forecast every series with the champion up to the end of next month; "
+        "parquet under forecasts/, CSV and plots under reports/ (cutoff=the newest data).",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+        triggers=[
+            DeploymentEventTrigger(
+                name=f"forecast when {model} gets a new champion",
+                expect={CHAMPION_PROMOTED_EVENT},
+                match={"prefect.resource.id": f"milkprice.model.{model}"},
+                parameters={"source": "{{ event.payload.source }}"},
+            )
+        ],
+    )
+
+
 # Every deployment `milkprice serve` serves; later issues add theirs here (one line each).
 DEPLOYMENTS: list[DeploymentBuilder] = [
     train_milk_model_deployment,
     daily_test_deployment,
+    daily_forecast_deployment,
 ]
 
 
@@ -150,7 +182,7 @@ def serve_deployments(
     from prefect import serve  # noqa: PLC0415 - heavy import, only when serving
 
     deployments = [build() for build in builders]
-    names = ", ".join(f"{FLOW_NAME}/{d.name}" for d in deployments)
+    names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
     print(f"serving {names} into {api_url}", flush=True)
     serve(*deployments, pause_on_shutdown=pause_on_shutdown)
     return 0

@@ -73,7 +73,9 @@ def resolve_version(settings: Settings, version: str | None = None) -> Registere
             else client.get_model_version_by_alias(name, CHAMPION_ALIAS)
         )
     except MlflowException as exc:
-        wanted = f"version {version}" if version else f"a {CHAMPION_ALIAS!r} version"
+        wanted = (
+            f"version {version}" if version else f"version holding the {CHAMPION_ALIAS!r} alias"
+        )
         raise NoChampionError(
             f"model {name!r} has no {wanted} in {settings.mlflow_tracking_uri}; run the "
             "training flow first (`make run`, or `python orchestration/flows/main_flow.py "

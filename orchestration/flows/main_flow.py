@@ -15,6 +15,7 @@ import sys
 from typing import Annotated, Literal
 
 from prefect import flow
+from prefect.runtime import flow_run
 from pydantic import Field
 
 from milkprice.data.lake import Lake
@@ -27,6 +28,7 @@ from milkprice.pipeline.training_run import (
 )
 from milkprice.settings import get_settings
 from orchestration.tasks.training import (
+    champion_promoted_event,
     evaluation,
     features,
     promotion_decision,
@@ -57,7 +59,12 @@ def main(
 ) -> TrainingResult:
     """Train on the 12 months before ``year/month``, validate on it, register, maybe promote."""
     settings = get_settings()
-    validation_month = resolve_validation_month(year, month)
+    # "previous month" of the run's schedule, not of the clock: a late or catch-up run of the
+    # October schedule still trains on September (a direct call's scheduled time is now).
+    scheduled = flow_run.scheduled_start_time
+    validation_month = resolve_validation_month(
+        year, month, scheduled.date() if scheduled else None
+    )
     lake = Lake.from_settings(settings, source)
     window = training_window(lake, validation_month)
     split = validated_frame(lake, window, validation_month)
@@ -72,6 +79,8 @@ def main(
     outcome = assemble_outcome(split, tuning, evaluated, refit)
     logged, version = registered_version(settings, outcome, window, source)
     decision = promotion_decision(settings, logged, version, outcome, window.frame)
+    if decision.promoted:
+        champion_promoted_event(settings, decision, validation_month, source)
     report(settings, outcome, logged, decision)
     result = training_result(source, outcome, window, logged, decision)
     print(f"{validation_month}: version {version}, promoted={decision.promoted}: {decision.reason}")

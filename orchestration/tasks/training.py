@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.events import emit_event
 
 from milkprice.data.lake import Lake, LakeError, LakeWindow
 from milkprice.model.training import (
@@ -34,6 +35,8 @@ from milkprice.registry.tracking import LoggedRun, run_url
 from milkprice.settings import Settings, Source
 
 __all__ = [
+    "CHAMPION_PROMOTED_EVENT",
+    "champion_promoted_event",
     "evaluation",
     "features",
     "promotion_decision",
@@ -45,6 +48,8 @@ __all__ = [
 ]
 
 _IO_RETRIES = 2
+# What the daily-forecast deployment's trigger waits for (see orchestration.serve).
+CHAMPION_PROMOTED_EVENT = "milkprice.champion.promoted"
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -151,6 +156,26 @@ def promotion_decision(
     decision = promote_candidate(settings, logged, version, outcome, frame)
     get_run_logger().info("promotion of version %s: %s", version, decision.reason)
     return decision
+
+
+@task(name="champion-promoted-event")
+def champion_promoted_event(
+    settings: Settings, decision: PromotionDecision, validation_month: Month, source: Source
+) -> str | None:
+    """Tell Prefect a new champion exists (a forecast follows); the event id, if one was sent."""
+    event = emit_event(
+        event=CHAMPION_PROMOTED_EVENT,
+        resource={"prefect.resource.id": f"milkprice.model.{settings.registered_model}"},
+        payload={
+            "version": decision.candidate_version,
+            "validation_month": str(validation_month),
+            "source": source,
+        },
+    )
+    get_run_logger().info(
+        "%s: version %s of %s", CHAMPION_PROMOTED_EVENT, decision.candidate_version, source
+    )
+    return str(event.id) if event else None
 
 
 @task(name="report")
