@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from milkprice.data.lake import Lake
 from milkprice.model.features import SERIES_KEYS
 from milkprice.plots import plot_national_forecast, plot_series_forecast
-from milkprice.serving.loader import latest_cutoff, load_predictor, read_history
+from milkprice.serving.loader import latest_cutoff, load_predictor
 from milkprice.serving.predictor import FORECAST_COLUMNS, Predictor, SeriesKey, forecast_dates
 from milkprice.settings import Settings, Source
 
@@ -148,7 +148,6 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
 def render_forecast_files(
     predictor: Predictor,
     forecast: pd.DataFrame,
-    history: pd.DataFrame,
     series: Sequence[SeriesKey] = (),
 ) -> dict[str, bytes]:
     """Every file of the batch forecast as bytes, by key; the parquet is the last key.
@@ -156,7 +155,6 @@ def render_forecast_files(
     Args:
         predictor: the predictor that made ``forecast`` (cut-off and model version).
         forecast: the output of :func:`build_forecast`.
-        history: the lake's rows up to the cut-off (:func:`~milkprice.serving.loader.read_history`).
         series: series that get a plot of their own.
     """
     keys = forecast_keys(predictor.cutoff)
@@ -164,6 +162,7 @@ def render_forecast_files(
     about = f"cut-off {day}, model version {predictor.info.version}"
     since = predictor.cutoff - pd.Timedelta(days=PLOT_HISTORY_DAYS)
     # only the series forecast, so that history and forecast average the same series
+    history = predictor.history
     recent = history.loc[history["Fecha"] > since].merge(
         predictor.series[SERIES_KEYS], on=SERIES_KEYS
     )
@@ -293,6 +292,6 @@ def run_forecast(
     predictor = load_predictor(settings, chosen, cutoff=at)
     keys = parse_series(series, predictor)
     forecast = build_forecast(predictor)
-    files = render_forecast_files(predictor, forecast, read_history(lake, at), keys)
+    files = render_forecast_files(predictor, forecast, keys)
     uris = write_forecast_files(lake, files)
     return forecast_result(predictor, forecast, chosen, uris)

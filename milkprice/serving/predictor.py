@@ -111,7 +111,9 @@ class Predictor:
         self.intervals = intervals
         self.info = info
         self.cutoff = pd.Timestamp(cutoff).normalize()
-        per_series = series_features(history, self.cutoff)
+        # Kept for reports (plots of the recent past); never used to answer a request.
+        self.history = history.loc[history["Fecha"] <= self.cutoff].reset_index(drop=True)
+        per_series = series_features(self.history, self.cutoff)
         fresh = per_series["days_since_obs"].to_numpy() <= stale_after_days
         self.skipped = _skipped(per_series.loc[~fresh], stale_after_days)
         usable = per_series.loc[fresh].reset_index(drop=True)

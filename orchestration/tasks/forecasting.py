@@ -19,7 +19,7 @@ from milkprice.pipeline.forecast_run import (
     resolve_cutoff,
     write_forecast_files,
 )
-from milkprice.serving.loader import load_predictor, read_history
+from milkprice.serving.loader import load_predictor
 from milkprice.serving.predictor import Predictor, SeriesKey
 from milkprice.settings import Settings, Source
 
@@ -76,8 +76,7 @@ def forecast_files(
     lake: Lake, predictor: Predictor, forecast: pd.DataFrame, series: list[SeriesKey]
 ) -> dict[str, str]:
     """Parquet, CSV and plots rendered, then written to the lake; their URIs by key."""
-    history = read_history(lake, predictor.cutoff)
-    uris = write_forecast_files(lake, render_forecast_files(predictor, forecast, history, series))
+    uris = write_forecast_files(lake, render_forecast_files(predictor, forecast, series))
     get_run_logger().info("wrote %s", ", ".join(uris.values()))
     return uris
 
