@@ -14,7 +14,12 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["plot_forecast_vs_actual", "plot_national_forecast", "plot_series_forecast"]
+__all__ = [
+    "plot_backtest_ratios",
+    "plot_forecast_vs_actual",
+    "plot_national_forecast",
+    "plot_series_forecast",
+]
 
 
 def plot_forecast_vs_actual(predictions: pd.DataFrame, path: Path, title: str) -> Path:
@@ -117,5 +122,32 @@ def plot_series_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: s
     _draw_forecast(axes, history.dropna(subset=["Precio"]).set_index("Fecha")["Precio"], forecast)
     axes.legend(loc="upper left", fontsize="small")
     axes.set_title(title, fontsize="medium")
+    figure.tight_layout()
+    return _png_bytes(figure)
+
+
+def plot_backtest_ratios(table: pd.DataFrame) -> bytes:
+    """PNG of a backtest: the model's RMSE and MAE as ratios to naive, month by month.
+
+    Args:
+        table: :func:`milkprice.pipeline.backtest.backtest_table` (its ``mean`` row is drawn
+            as a level; months with a short training window are starred).
+    """
+    months = table.loc[~table["month"].isin(["mean", "worst"])]
+    mean = table.loc[table["month"] == "mean"].iloc[0]
+    short = months["short_window"].astype(bool)
+    labels = [m + ("*" if s else "") for m, s in zip(months["month"], short, strict=True)]
+    figure, axes = plt.subplots(figsize=(10, 4.5))
+    for column, marker in (("rmse_ratio", "o-"), ("mae_ratio", "s--")):
+        name = column.split("_")[0].upper()
+        line = axes.plot(labels, months[column], marker, label=name)
+        axes.axhline(mean[column], color=line[0].get_color(), linewidth=0.8, linestyle=":")
+    axes.axhline(1.0, color="black", linewidth=1, label="naive (last price)")
+    axes.axhline(1.03, color="red", linewidth=0.8, linestyle="--", label="1.03")
+    axes.set_ylabel("model / naive")
+    note = "; * short training window" if short.any() else ""
+    axes.set_title(f"Backtest: model error relative to the last price (dotted: mean{note})")
+    axes.legend()
+    axes.tick_params(axis="x", rotation=30)
     figure.tight_layout()
     return _png_bytes(figure)

@@ -20,9 +20,18 @@ from milkprice.months import Month
 from milkprice.settings import Source, get_settings
 
 if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfill command loads it
+    import pandas as pd
+
     from milkprice.pipeline.backfill import BackfillRow, MonthPlan
 
-__all__ = ["api_command", "app", "backfill_command", "forecast_command", "serve_command"]
+__all__ = [
+    "api_command",
+    "app",
+    "backfill_command",
+    "backtest_command",
+    "forecast_command",
+    "serve_command",
+]
 
 app = typer.Typer(
     name="milkprice",
@@ -238,6 +247,95 @@ def forecast_command(
     )
     for uri in (result.parquet_uri, result.csv_uri, *result.plot_uris):
         out.print(f"  {uri}", soft_wrap=True)
+
+
+def _backtest_table(table: pd.DataFrame) -> Table:
+    shown = [
+        ("month", "month"),
+        ("rmse_ratio", "RMSE/naive"),
+        ("mae_ratio", "MAE/naive"),
+        ("coverage_80", "cover 80%"),
+        ("coverage_95", "cover 95%"),
+        ("interval_score_80", "int. score 80"),
+    ]
+    view = Table(title="backtest (model vs naive, same rows)")
+    columns = [(key, title) for key, title in shown if key in table.columns]
+    for key, title in columns:
+        view.add_column(title, justify="left" if key == "month" else "right", no_wrap=True)
+    for row in table.to_dict("records"):
+        label = str(row["month"]) + ("*" if row.get("short_window") is True else "")
+        cells = [label] + [f"{row[key]:.3f}" for key, _ in columns[1:]]
+        view.add_row(*cells, style="bold" if row["month"] in {"mean", "worst"} else None)
+    return view
+
+
+@app.command("backtest")
+def backtest_command(
+    start: Annotated[str, typer.Option("--start", help="First month to forecast, YYYY-MM.")],
+    end: Annotated[str, typer.Option("--end", help="Last month to forecast, YYYY-MM.")],
+    source: Annotated[
+        Source | None,
+        typer.Option(help="Which lake: local or s3 (default: MILKPRICE_SOURCE, else local)."),
+    ] = None,
+    models: Annotated[
+        str, typer.Option(help="Forecasts to score, comma-separated: model, naive, mean.")
+    ] = "model,naive,mean",
+    jobs: Annotated[int, typer.Option(min=1, help="Months trained at the same time.")] = 1,
+) -> None:
+    """Rolling-origin evaluation: each month trained on the 12 before it, as the flow does.
+
+    Prints a table per month with the mean and the worst month (* = fewer than 12 training
+    months), and writes every forecast row (parquet), the table (CSV) and a plot of the ratios
+    to naive under backtests/START_END/ in the lake, all logged to one MLflow run.
+    """
+    from milkprice.data.lake import Lake  # noqa: PLC0415
+    from milkprice.months import month_range  # noqa: PLC0415
+    from milkprice.pipeline.backtest import (  # noqa: PLC0415 - imports LightGBM and MLflow
+        log_backtest,
+        parse_models,
+        render_backtest,
+        run_backtest,
+        write_backtest,
+    )
+
+    first, last = _parse_month("--start", start), _parse_month("--end", end)
+    if last < first:
+        fail(f"--end {last} is before --start {first}")
+    out = _out()
+    with reporting_user_errors():
+        chosen_models = parse_models(models)
+        settings = get_settings()
+        lake = Lake.from_settings(settings, source or settings.source)
+        months = month_range(first, last)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=out,
+        ) as progress:
+            task = progress.add_task(f"backtest {first}..{last}", total=len(months))
+
+            def finished(result: object) -> None:
+                progress.advance(task)
+
+            report = run_backtest(
+                lake,
+                months,
+                seed=settings.seed,
+                n_trials=settings.n_trials,
+                jobs=jobs,
+                models=chosen_models,
+                on_month=finished,
+            )
+        files = render_backtest(report)
+        uris = write_backtest(lake, files)
+        run_id = log_backtest(settings, report, files)
+    out.print(_backtest_table(report.table()))
+    out.print("RMSE, MAE, widths and interval scores of every forecast: the table.csv below")
+    for uri in uris.values():
+        out.print(f"  {uri}", soft_wrap=True)
+    out.print(f"MLflow run {run_id} (experiment {settings.mlflow_experiment})", soft_wrap=True)
 
 
 if __name__ == "__main__":
