@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -14,6 +15,7 @@ from milkprice.registry.promotion import (
     Champion,
     current_champion,
     decide_promotion,
+    gate_score,
     promote_if_better,
     register_version,
 )
@@ -23,6 +25,7 @@ MODEL = "milk-price-model"
 
 
 def _metrics(rmse: float, naive: float) -> dict[str, float]:
+    """Equal RMSE and MAE ratios: the gate score is rmse / naive."""
     return {"val_rmse": rmse, "naive_val_rmse": naive, "val_mae": rmse, "naive_val_mae": naive}
 
 
@@ -58,6 +61,33 @@ def test_candidate_not_beating_naive_is_rejected_even_without_champion(rmse):
     assert "naive" in decision.reason
 
 
+def test_a_lower_rmse_bought_with_a_higher_mae_does_not_beat_naive():
+    metrics = {"val_rmse": 0.95, "naive_val_rmse": 1.0, "val_mae": 1.10, "naive_val_mae": 1.0}
+    assert gate_score(metrics) == pytest.approx(1.025)
+    decision = decide_promotion(
+        candidate_version="1",
+        candidate_month=Month(2025, 1),
+        candidate_metrics=metrics,
+        champion=None,
+        rescore_champion=_never,
+    )
+    assert not decision.promoted
+    assert "score 1.0250" in decision.reason
+
+
+def test_gate_score_is_nan_when_naive_is_perfect():
+    metrics = {"val_rmse": 0.1, "naive_val_rmse": 0.0, "val_mae": 0.1, "naive_val_mae": 0.0}
+    assert np.isnan(gate_score(metrics))
+    decision = decide_promotion(
+        candidate_version="1",
+        candidate_month=Month(2025, 1),
+        candidate_metrics=metrics,
+        champion=None,
+        rescore_champion=_never,
+    )
+    assert not decision.promoted
+
+
 def test_older_validation_month_never_takes_the_alias():
     decision = decide_promotion(
         candidate_version="4",
@@ -87,7 +117,7 @@ def test_candidate_worse_than_rescored_champion_is_rejected():
     )
     assert seen == ["3"]
     assert not decision.promoted
-    assert decision.champion_rmse_on_month == 0.5
+    assert decision.champion_score_on_month == 0.5
     assert "worse than champion version 3" in decision.reason
 
 

@@ -34,6 +34,7 @@ from milkprice.plots import plot_forecast_vs_actual
 from milkprice.registry.promotion import (
     Champion,
     PromotionDecision,
+    gate_score,
     promote_if_better,
     register_version,
 )
@@ -246,7 +247,7 @@ def log_and_register(
 def _rescorer(frame: pd.DataFrame, month: Month) -> Callable[[Champion], float]:
     def rescore(champion: Champion) -> float:
         model = mlflow.pyfunc.load_model(champion.model_uri).unwrap_python_model()
-        return evaluate_on_month(model.forecaster_, frame, month).metrics["val_rmse"]
+        return gate_score(evaluate_on_month(model.forecaster_, frame, month).metrics)
 
     return rescore
 

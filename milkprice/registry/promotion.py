@@ -7,11 +7,13 @@ The gate, in order (the first rule that applies decides):
 3. a candidate whose validation month is older than the champion's is rejected, so that a
    backfill never demotes a model trained on newer data;
 4. the champion is re-scored on the candidate's validation month; a candidate with a higher
-   RMSE than the champion there is rejected;
+   score than the champion there is rejected;
 5. otherwise the candidate is promoted.
 
-"Better" is measured by RMSE (the metric the target is stated in); the decision and its reason
-are recorded as tags of the candidate version. Aliases are used, not the deprecated stages.
+"Better" is the :func:`gate_score`, the mean of RMSE/naive and MAE/naive on the same rows (the
+metric the model's settings are chosen on): a model that trades a lower RMSE for a higher MAE
+than the last price does not beat it. The decision and its reason are recorded as tags of the
+candidate version. Aliases are used, not the deprecated stages.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "PromotionDecision",
     "current_champion",
     "decide_promotion",
+    "gate_score",
     "promote_if_better",
     "register_version",
 ]
@@ -57,11 +60,23 @@ class PromotionDecision:
     promoted: bool
     reason: str
     previous_champion: str | None = None
-    champion_rmse_on_month: float | None = None
+    champion_score_on_month: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict, for logs and artifacts."""
         return asdict(self)
+
+
+def gate_score(metrics: Mapping[str, float]) -> float:
+    """``(RMSE / naive RMSE + MAE / naive MAE) / 2`` on the same rows; below 1 beats naive.
+
+    NaN when a naive error is 0 (nothing to beat), which no comparison accepts.
+    """
+    ratios = []
+    for metric in ("rmse", "mae"):
+        naive = float(metrics[f"naive_val_{metric}"])
+        ratios.append(float(metrics[f"val_{metric}"]) / naive if naive else float("nan"))
+    return (ratios[0] + ratios[1]) / 2
 
 
 def register_version(
@@ -100,20 +115,20 @@ def decide_promotion(
     rescore_champion: Callable[[Champion], float],
 ) -> PromotionDecision:
     """Apply the gate (module docstring) without touching the registry."""
-    rmse = float(candidate_metrics["val_rmse"])
-    naive = float(candidate_metrics["naive_val_rmse"])
-    if not rmse < naive:
+    score = gate_score(candidate_metrics)
+    if not score < 1.0:
         return PromotionDecision(
             candidate_version,
             False,
-            f"RMSE {rmse:.4f} does not beat the naive forecast ({naive:.4f}) on {candidate_month}",
+            f"score {score:.4f} (mean of RMSE and MAE / naive) does not beat the naive forecast "
+            f"(1.0) on {candidate_month}",
             champion.version if champion else None,
         )
     if champion is None:
         return PromotionDecision(
             candidate_version,
             True,
-            f"first champion: RMSE {rmse:.4f} beats naive {naive:.4f} on {candidate_month}",
+            f"first champion: score {score:.4f} beats naive (1.0) on {candidate_month}",
         )
     if candidate_month < champion.validation_month:
         return PromotionDecision(
@@ -123,23 +138,23 @@ def decide_promotion(
             f"({champion.validation_month}, version {champion.version})",
             champion.version,
         )
-    champion_rmse = float(rescore_champion(champion))
-    if rmse > champion_rmse:
+    champion_score = float(rescore_champion(champion))
+    if score > champion_score:
         return PromotionDecision(
             candidate_version,
             False,
-            f"RMSE {rmse:.4f} is worse than champion version {champion.version} "
-            f"re-scored on {candidate_month} ({champion_rmse:.4f})",
+            f"score {score:.4f} is worse than champion version {champion.version} "
+            f"re-scored on {candidate_month} ({champion_score:.4f})",
             champion.version,
-            champion_rmse,
+            champion_score,
         )
     return PromotionDecision(
         candidate_version,
         True,
-        f"RMSE {rmse:.4f} beats naive {naive:.4f} and champion version {champion.version} "
-        f"({champion_rmse:.4f}) on {candidate_month}",
+        f"score {score:.4f} beats naive (1.0) and champion version {champion.version} "
+        f"({champion_score:.4f}) on {candidate_month}",
         champion.version,
-        champion_rmse,
+        champion_score,
     )
 
 

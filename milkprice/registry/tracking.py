@@ -87,10 +87,26 @@ class MilkForecasterModel(mlflow.pyfunc.PythonModel):
 
 
 def configure_mlflow(tracking_uri: str, experiment: str) -> str:
-    """Point MLflow at ``tracking_uri`` and make sure ``experiment`` exists; return its id."""
+    """Point MLflow at ``tracking_uri`` and make sure ``experiment`` exists; return its id.
+
+    A new experiment in a SQLite store keeps its artifacts in ``mlruns/`` beside the database
+    file (MLflow's own default is ``./mlruns`` in whatever the working directory happens to be,
+    which scatters one store's artifacts over every folder a command was started from).
+    """
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow_lock(tracking_uri):
+        if mlflow.get_experiment_by_name(experiment) is None:
+            mlflow.create_experiment(experiment, artifact_location=_artifact_root(tracking_uri))
         return mlflow.set_experiment(experiment).experiment_id
+
+
+def _artifact_root(tracking_uri: str) -> str | None:
+    """``file://`` URI of ``mlruns/`` beside a SQLite database; ``None`` (the server's choice) else."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    database = Path(tracking_uri[len(prefix) :]).resolve()
+    return (database.parent / "mlruns").as_uri()
 
 
 @contextmanager
