@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 
 from milkprice.data.lake import Lake
-from milkprice.model.training import TRAINING_MONTHS, train_and_evaluate
+from milkprice.model.calibration import calibration_origins, naive_fold_residuals
+from milkprice.model.intervals import LEVELS, IntervalTable, interval_score
+from milkprice.model.training import TRAINING_MONTHS, WindowSplit, train_and_evaluate
 from milkprice.months import Month, month_range
 from milkprice.plots import plot_backtest_ratios
 from milkprice.registry.tracking import configure_mlflow, mlflow_lock
@@ -54,6 +56,8 @@ _INTERVAL_METRICS = (
     "width_95",
     "interval_score_80",
     "interval_score_95",
+    "naive_interval_score_80",
+    "naive_interval_score_95",
 )
 _ROW_COLUMNS = ["lower_95", "lower_80", "upper_80", "upper_95"]
 
@@ -103,6 +107,7 @@ def backtest_month(frame: pd.DataFrame, month: Month, *, seed: int, n_trials: in
         **{name: scores[name] for name in _INTERVAL_METRICS if name in scores},
     }
     rows = outcome.evaluation.predictions.assign(month=str(month))
+    metrics.update(_naive_interval_scores(frame, outcome.split, rows))
     return MonthBacktest(
         month=month,
         training_months=len(outcome.split.training_months),
@@ -110,6 +115,29 @@ def backtest_month(frame: pd.DataFrame, month: Month, *, seed: int, n_trials: in
         rows=rows,
         seconds=outcome.timings.get("total", 0.0),
     )
+
+
+def _naive_interval_scores(
+    frame: pd.DataFrame, split: WindowSplit, rows: pd.DataFrame
+) -> dict[str, float]:
+    """Interval scores of the same conformal method around the naive forecast (the reference)."""
+    origin = split.validation_origin
+    residuals = naive_fold_residuals(
+        frame, calibration_origins(split.train_origins, origin), origin
+    )
+    table = IntervalTable.fit(
+        residuals["residual"].to_numpy(), residuals["horizon_days"].to_numpy()
+    )
+    scored = rows.dropna(subset=["actual"])
+    horizon = (scored["Fecha"] - origin).dt.days.to_numpy(dtype=float)
+    bounds = table.apply(scored["naive"].to_numpy(dtype=float), horizon)
+    actual = scored["actual"].to_numpy(dtype=float)
+    return {
+        f"naive_interval_score_{level}": interval_score(
+            actual, bounds[f"lower_{level}"], bounds[f"upper_{level}"], level
+        )
+        for level in LEVELS
+    }
 
 
 @dataclass
