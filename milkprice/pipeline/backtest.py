@@ -25,6 +25,7 @@ import pandas as pd
 
 from milkprice.data.lake import Lake
 from milkprice.model.calibration import calibration_origins, naive_fold_residuals
+from milkprice.model.forecast import MilkForecaster
 from milkprice.model.intervals import LEVELS, IntervalTable, interval_score
 from milkprice.model.training import TRAINING_MONTHS, WindowSplit, train_and_evaluate
 from milkprice.months import Month, month_range
@@ -74,6 +75,8 @@ class MonthBacktest:
         rows: Series keys, ``Fecha``, ``actual``, ``model``, ``naive``, ``mean`` and the model's
             interval bounds, one row per series and publication date of ``V``.
         seconds: Training and scoring time.
+        model: The model refit on the whole window (what the flow would register), e.g. to
+            replay the promotion gate over the months.
     """
 
     month: Month
@@ -81,6 +84,7 @@ class MonthBacktest:
     metrics: dict[str, float]
     rows: pd.DataFrame = field(repr=False)
     seconds: float = 0.0
+    model: MilkForecaster | None = field(default=None, repr=False)
 
 
 def backtest_month(frame: pd.DataFrame, month: Month, *, seed: int, n_trials: int) -> MonthBacktest:
@@ -114,6 +118,7 @@ def backtest_month(frame: pd.DataFrame, month: Month, *, seed: int, n_trials: in
         metrics=metrics,
         rows=rows,
         seconds=outcome.timings.get("total", 0.0),
+        model=outcome.forecaster,
     )
 
 
