@@ -20,6 +20,7 @@ from milkprice.model.forecast import MilkForecaster, adjust_change
 from milkprice.model.intervals import INTERVAL_COLUMNS, IntervalTable
 
 __all__ = [
+    "DECIMALS",
     "FORECAST_COLUMNS",
     "STALE_AFTER_DAYS",
     "ModelInfo",
@@ -37,6 +38,7 @@ FORECAST_COLUMNS: list[str] = ["price", *INTERVAL_COLUMNS]
 # price says little about today's, and the model never learnt from such long gaps.
 STALE_AFTER_DAYS = 56
 _HORIZON = FEATURE_COLUMNS.index("horizon_days")
+DECIMALS = 4
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,11 @@ class Predictor:
         change = self.forecaster.booster_.predict(matrix)
         anchor = matrix[:, FEATURE_COLUMNS.index(ANCHOR_COLUMN)]
         price = anchor + adjust_change(change, self._shrink, self._threshold)
-        return {"price": price, **self.intervals.apply(price, horizon)}
+        bounds = self.intervals.apply(price, horizon)
+        # Pesos to 1/100 of a centavo: clean numbers in files and answers, the same everywhere.
+        return {
+            name: np.round(values, DECIMALS) for name, values in {"price": price, **bounds}.items()
+        }
 
     def predict(self, requests: pd.DataFrame) -> pd.DataFrame:
         """``requests`` (``SERIES_KEYS``, ``Fecha``) with :data:`FORECAST_COLUMNS` added."""
