@@ -104,6 +104,25 @@ def test_flow_writes_files_and_publishes_table_and_summary(env):
     assert f"Skipped series ({result.series_skipped})" in text and "no price" in text
 
 
+def test_flow_on_the_s3_lake_writes_there_the_same_forecast(env, s3_env):
+    from milkprice.data.sync import push_lake
+
+    settings = get_settings()
+    local = Lake.from_settings(settings, "local")
+    s3 = Lake.from_settings(settings, "s3")
+    push_lake(local, s3)
+    forecast(source="local")
+    result = forecast(source="s3")
+    assert result.parquet_uri.startswith(f"s3://{s3_env['S3_BUCKET']}/forecasts/cutoff=")
+    keys = forecast_keys(CUTOFF)
+    on_s3 = pd.read_parquet(io.BytesIO(s3.get_object(keys.parquet)))
+    assert s3.get_object(keys.csv).startswith(b"Estado,Ciudad,Tipo,Canal,Fecha,price")
+    assert s3.get_object(keys.plots[0]).startswith(PNG_MAGIC)
+    # The same champion and data give the same numbers, whichever lake they went through.
+    locally = pd.read_parquet(io.BytesIO(local.get_object(keys.parquet)))
+    pd.testing.assert_frame_equal(on_s3, locally)
+
+
 def test_flow_refuses_an_unknown_series_by_name(env):
     with pytest.raises(ValueError, match="Nowhere/Atlantis"):
         forecast(source="local", series=["Nowhere/Atlantis/Pasteurizada/Tiendas"])
