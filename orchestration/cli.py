@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfi
     from milkprice.pipeline.backfill import BackfillRow, MonthPlan
 
 __all__ = [
+    "accuracy_command",
     "api_command",
     "app",
     "backfill_command",
@@ -336,6 +337,52 @@ def backtest_command(
     for uri in uris.values():
         out.print(f"  {uri}", soft_wrap=True)
     out.print(f"MLflow run {run_id} (experiment {settings.mlflow_experiment})", soft_wrap=True)
+
+
+@app.command("accuracy")
+def accuracy_command(
+    source: Annotated[
+        Source | None,
+        typer.Option(help="Which lake: local or s3 (default: MILKPRICE_SOURCE, else local)."),
+    ] = None,
+    by: Annotated[
+        list[str] | None,
+        typer.Option(help="Also group by Estado, Tipo, Canal or cutoff (repeat)."),
+    ] = None,
+) -> None:
+    """Accuracy over time of every stored forecast, beside naive from the same cut-off.
+
+    Forecast dates not published yet are counted as pending; dates a city did not report, as
+    unreported.
+    """
+    from milkprice.data.lake import Lake  # noqa: PLC0415
+    from milkprice.monitoring.accuracy import accuracy_over_time  # noqa: PLC0415
+
+    settings = get_settings()
+    with reporting_user_errors():
+        table = accuracy_over_time(
+            Lake.from_settings(settings, source or settings.source), by or []
+        )
+    view = Table(title="accuracy of stored forecasts (model vs naive from the same cut-off)")
+    keys = ["month", *(by or [])]
+    shown = {
+        "scored": "scored",
+        "pending": "pending",
+        "rmse_ratio": "RMSE/naive",
+        "mae_ratio": "MAE/naive",
+        "coverage_80": "cover 80%",
+    }
+    for key in keys:
+        view.add_column(key, no_wrap=True)
+    for title in shown.values():
+        view.add_column(title, justify="right", no_wrap=True)
+    for row in table.to_dict("records"):
+        cells = [str(row[k]) for k in keys]
+        cells += [f"{row[c]:.0f}" if c in {"scored", "pending"} else f"{row[c]:.3f}" for c in shown]
+        view.add_row(*cells)
+    out = _out()
+    out.print(view)
+    out.print("RMSE, MAE and 95% coverage too: milkprice.monitoring.accuracy.accuracy_over_time")
 
 
 if __name__ == "__main__":

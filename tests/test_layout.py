@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parents[1] / "milkprice"
-STAGES = ("data", "model", "registry", "serving", "pipeline")
+STAGES = ("data", "model", "registry", "serving", "monitoring", "pipeline")
 # Data flows one way: a stage may import its own and the stages listed before it.
 ORDER = {stage: i for i, stage in enumerate(STAGES)}
 

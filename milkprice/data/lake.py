@@ -310,6 +310,18 @@ class Lake:
         self._atomic_put(f"{self._root}/{key.lstrip('/')}", data)
         return self.object_uri(key)
 
+    def list_objects(self, prefix: str) -> list[str]:
+        """Keys (relative to the lake's base) of every object under ``prefix``, sorted."""
+        self.check_reachable()
+        base = f"{self._root}/{prefix.strip('/')}"
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        except Exception as exc:
+            raise self._guard(f"list {prefix}", exc) from exc
+        return sorted(str(path)[len(self._root) + 1 :] for path in found)
+
     def get_object(self, key: str) -> bytes | None:
         """Bytes of the object at ``key``, or ``None`` if there is none."""
         try:
