@@ -100,9 +100,9 @@ def main() -> int:
             flow(source="local", year=YEAR, month=MONTH)
             orchestrated.append(time.perf_counter() - started)
     finally:
-        from prefect.logging.handlers import APILogHandler  # noqa: PLC0415
+        from prefect.logging.handlers import APILogWorker  # noqa: PLC0415
 
-        APILogHandler.flush()  # send the flows' logs while the server still answers
+        APILogWorker.drain_all(timeout=5)  # send the flows' logs while the server still answers
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
     ratio = statistics.median(orchestrated) / statistics.median(plain)
