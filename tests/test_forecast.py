@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from milkprice.model.features import SERIES_KEYS, future_publication_dates, publication_dates
-from milkprice.model.forecast import MilkForecaster
+from milkprice.model.forecast import DEFAULT_PARAMS, MilkForecaster
 from milkprice.model.metrics import naive_forecast
 from milkprice.model.training import (
     build_window_rows,
@@ -17,7 +17,12 @@ from milkprice.model.training import (
     split_window,
     train_and_evaluate,
 )
-from milkprice.model.tuning import training_origins, tune_hyperparameters
+from milkprice.model.tuning import (
+    SHRINK_GRID,
+    THRESHOLD_GRID,
+    training_origins,
+    tune_hyperparameters,
+)
 from milkprice.months import Month, month_range
 
 VALIDATION = Month(2024, 9)
@@ -150,6 +155,24 @@ def test_tuning_is_deterministic_and_never_sees_validation(frame: pd.DataFrame) 
     assert len(first.trials) == 3
     assert max(first.fold_origins) < VALIDATION.shift(-1).end
     assert {"shrink", "threshold"} <= set(first.best_params)
+
+
+def test_fixed_settings_choose_only_the_dead_zone(frame: pd.DataFrame) -> None:
+    months = month_range(FIRST, VALIDATION.shift(-1))
+    fixed = tune_hyperparameters(frame, months, n_trials=0, seed=5)
+    assert fixed.n_trials == 0
+    assert len(fixed.trials) == 1
+    tuned = {"shrink", "threshold"}
+    assert {k: v for k, v in fixed.best_params.items() if k not in tuned} == {
+        k: v for k, v in DEFAULT_PARAMS.items() if k not in tuned
+    }
+    assert fixed.best_params["shrink"] in SHRINK_GRID
+    assert fixed.best_params["threshold"] in THRESHOLD_GRID
+    assert max(fixed.fold_origins) < VALIDATION.shift(-1).end
+    again = tune_hyperparameters(frame, months, n_trials=0, seed=5)
+    assert again.best_params == fixed.best_params
+    with pytest.raises(ValueError, match="n_trials"):
+        tune_hyperparameters(frame, months, n_trials=-1, seed=5)
 
 
 def test_train_and_evaluate_with_missing_months(frame: pd.DataFrame) -> None:

@@ -50,15 +50,19 @@ _BOOSTER_FILE = "booster.txt"
 _CONFIG_FILE = "forecaster.json"
 _INTERVALS_FILE = "intervals.json"
 
-# Reasonable defaults for a small tabular problem (a few tens of thousands of rows); the search
-# in milkprice.model.tuning overrides them. ``shrink`` and ``num_boost_round`` are ours, not LightGBM's.
+# The fixed settings of a training run (``n_trials=0``, the default): a Huber loss on the change
+# and moderate trees. On a rolling evaluation over the ten real months 2024-07..2025-04 they beat
+# a 12-trial Optuna search (which fits noise on three inner folds and may pick an unstable L2
+# loss): RMSE 0.966x and MAE 0.984x naive on average over 3 seeds vs 0.974x/0.989x, worst month
+# 1.007x/1.025x vs 1.030x/1.038x. Only ``shrink`` and ``threshold`` are chosen on inner folds (see
+# milkprice.model.tuning). ``shrink``, ``threshold`` and ``num_boost_round`` are ours, not LightGBM's.
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "huber",
-    "alpha": 0.5,
-    "learning_rate": 0.1,
-    "num_boost_round": 100,
+    "alpha": 1.0,
+    "learning_rate": 0.05,
+    "num_boost_round": 150,
     "num_leaves": 15,
-    "min_data_in_leaf": 50,
+    "min_data_in_leaf": 100,
     "feature_fraction": 0.8,
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
