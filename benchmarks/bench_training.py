@@ -25,11 +25,14 @@ RESULTS = REPO / "benchmarks" / "results" / "training.json"
 VALIDATION_MONTHS = [Month.parse(m) for m in ("2025-01", "2025-02", "2025-03", "2025-04")]
 SEED = 0
 
-# Targets from the product brief.
-MAX_AVG_RMSE_RATIO = 0.90
-MAX_AVG_MAE_RATIO = 1.00
+# Targets of issue E (averages over the months, ratios to naive on the same rows).
+MAX_AVG_RMSE_RATIO = 0.97
+MAX_AVG_MAE_RATIO = 0.98
 MAX_MONTH_RATIO = 1.03
-MAX_SECONDS = 15.0
+MAX_SECONDS = 12.0
+# The search the model was trained with before fixed settings became the default: timed in the
+# same process, month by month, as the baseline of the time ratio.
+PREVIOUS_N_TRIALS = 12
 
 
 def data_root() -> Path:
@@ -44,9 +47,11 @@ def load_clean_months(root: Path, months: list[Month]) -> pd.DataFrame:
     return window.frame
 
 
-def run_plain(frame: pd.DataFrame, month: Month) -> TrainingOutcome:
+def run_plain(
+    frame: pd.DataFrame, month: Month, n_trials: int = DEFAULT_N_TRIALS
+) -> TrainingOutcome:
     """One training run without orchestration (the reference for overhead comparisons)."""
-    return train_and_evaluate(frame, month, seed=SEED, n_trials=DEFAULT_N_TRIALS)
+    return train_and_evaluate(frame, month, seed=SEED, n_trials=n_trials)
 
 
 def _row(month: Month, outcome: TrainingOutcome, seconds: float, cpu_seconds: float) -> dict:
@@ -84,6 +89,11 @@ def main() -> int:
         outcome = run_plain(frame, month)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         rows.append(_row(month, outcome, wall, cpu))
+        started = time.perf_counter()
+        previous = run_plain(frame, month, PREVIOUS_N_TRIALS)
+        rows[-1]["previous_seconds"] = time.perf_counter() - started
+        rows[-1]["previous_rmse_ratio"] = previous.metrics["rmse_ratio_to_naive"]
+        rows[-1]["previous_mae_ratio"] = previous.metrics["mae_ratio_to_naive"]
 
     header = (
         f"{'month':8} {'rmse':>6} {'mae':>6} {'nv_rmse':>7} {'nv_mae':>6} {'rmse/nv':>7} "
@@ -116,6 +126,13 @@ def main() -> int:
             for (level, c), floor in zip(coverage.items(), (0.65, 0.85), strict=True)
         },
     }
+    print(f"\nsame months with the previous {PREVIOUS_N_TRIALS}-trial search, same process:")
+    for r in rows:
+        print(
+            f"{r['month']:8} rmse/nv {r['previous_rmse_ratio']:.3f} mae/nv "
+            f"{r['previous_mae_ratio']:.3f} sec {r['previous_seconds']:5.1f}  "
+            f"time ratio now/previous {r['seconds'] / r['previous_seconds']:.2f}"
+        )
     load = os.getloadavg()
     print(f"\nload average (1, 5, 15 min) at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     for text, ok in checks.items():
