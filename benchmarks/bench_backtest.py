@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from milkprice.data.lake import Lake
-from milkprice.model.training import evaluate_on_month
+from milkprice.model.training import DEFAULT_N_TRIALS, evaluate_on_month
 from milkprice.months import Month, month_range
 from milkprice.pipeline.backtest import BacktestReport, run_backtest
 from milkprice.registry.promotion import gate_score
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "backtest.json"
 MONTHS = month_range(Month(2024, 7), Month(2025, 4))
 SEED = 0
-N_TRIALS = int(os.environ.get("MILKPRICE_N_TRIALS", "12"))
+N_TRIALS = int(os.environ.get("MILKPRICE_N_TRIALS", str(DEFAULT_N_TRIALS)))
 
 
 def replay_gate(report: BacktestReport, lake: Lake) -> list[dict[str, object]]:
