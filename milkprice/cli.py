@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Annotated, NoReturn
 
@@ -29,7 +30,18 @@ from milkprice.data.sync import describe_lake, push_lake
 from milkprice.months import Month, month_range
 from milkprice.settings import Source, get_settings
 
-__all__ = ["USER_ERRORS", "app", "data_app", "fail", "reporting_user_errors"]
+__all__ = [
+    "USER_ERRORS",
+    "CliHooks",
+    "SourceOption",
+    "app",
+    "console",
+    "data_app",
+    "fail",
+    "parse_month",
+    "progress_bar",
+    "reporting_user_errors",
+]
 
 # Errors caused by the user's input or environment: reported in one message, no traceback.
 # (pydantic's ValidationError for a bad setting is a ValueError too.)
@@ -63,7 +75,8 @@ SourceOption = Annotated[
 ]
 
 
-def _out() -> Console:
+def console() -> Console:
+    """Standard output for tables and messages (no markup: names may contain brackets)."""
     return Console(highlight=False, markup=False)
 
 
@@ -84,22 +97,22 @@ def reporting_user_errors(*extra: type[BaseException]) -> Iterator[None]:
         fail(str(exc) or type(exc).__name__)
 
 
-def _parse_month(option: str, text: str | None) -> Month | None:
-    if text is None:
-        return None
+def parse_month(option: str, text: str) -> Month:
+    """``YYYY-MM`` given to ``option``, or :func:`fail` naming the option."""
     try:
         return Month.parse(text)
     except ValueError as exc:
         fail(f"invalid value for {option}: {text!r} ({exc})")
 
 
-def _progress(console: Console) -> Progress:
+def progress_bar(out: Console) -> Progress:
+    """The progress bar every long command shows (description, bar, done/total, elapsed)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=out,
     )
 
 
@@ -109,7 +122,7 @@ def main(
 ) -> None:
     """Forecasts of Mexican retail milk prices (SNIIM), retrained every month."""
     if version:
-        _out().print(f"milkprice {__version__}")
+        console().print(f"milkprice {__version__}")
         raise typer.Exit(0)
 
 
@@ -131,8 +144,9 @@ def demo_command(
     ] = False,
 ) -> None:
     """Write seeded synthetic SNIIM-like partitions into the lake."""
-    first, last = _parse_month("--start", start), _parse_month("--end", end)
-    out = _out()
+    first = parse_month("--start", start) if start is not None else None
+    last = parse_month("--end", end) if end is not None else None
+    out = console()
     with reporting_user_errors():
         settings = get_settings()
         default_first, default_last = default_demo_range()
@@ -149,7 +163,7 @@ def demo_command(
             )
             return
         chosen_seed = settings.seed if seed is None else seed
-        with _progress(out) as progress:
+        with progress_bar(out) as progress:
             task = progress.add_task(f"demo {first}..{last}", total=len(month_range(first, last)))
             writes = write_demo_lake(
                 lake, first, last, chosen_seed, on_write=lambda _: progress.advance(task)
@@ -164,7 +178,7 @@ def demo_command(
 @data_app.command("ls")
 def ls_command(source: SourceOption = None) -> None:
     """List the lake's months: rows, missing prices, series and publication dates."""
-    out = _out()
+    out = console()
     with reporting_user_errors():
         lake = Lake.from_settings(get_settings(), source)
         infos = describe_lake(lake)
@@ -193,7 +207,7 @@ def ls_command(source: SourceOption = None) -> None:
 @data_app.command("push")
 def push_command() -> None:
     """Upload the local lake's partitions that differ to the configured S3 bucket."""
-    out = _out()
+    out = console()
     with reporting_user_errors():
         settings = get_settings()
         local, remote = Lake.from_settings(settings, "local"), Lake.from_settings(settings, "s3")
@@ -202,7 +216,7 @@ def push_command() -> None:
             out.print(f"The local lake at {local.base_uri} has no partitions: nothing to push.")
             return
         remote.check_reachable()
-        with _progress(out) as progress:
+        with progress_bar(out) as progress:
             task = progress.add_task(f"push to {remote.base_uri}", total=len(months))
             results = push_lake(local, remote, months, on_result=lambda _: progress.advance(task))
     table = Table(title=f"{local.base_uri} -> {remote.base_uri}")
@@ -223,8 +237,22 @@ def push_command() -> None:
     out.print(f"pushed {pushed}, skipped {len(results) - pushed} (already identical)")
 
 
+@dataclass(frozen=True)
+class CliHooks:
+    """What a bigger CLI mounting :data:`data_app` adds to its commands (the click context's obj).
+
+    Attributes:
+        on_ingested: Called after a successful ingest with the lake's source and the report
+            (:meth:`IngestReport.to_dict`); returns a line to print. If it raises, the ingest
+            still succeeds and the error is printed as a warning.
+    """
+
+    on_ingested: Callable[[Source, dict[str, object]], str] | None = None
+
+
 @data_app.command("ingest")
 def ingest_command(
+    ctx: typer.Context,
     path_or_url: Annotated[str, typer.Argument(help="A SNIIM publication (xlsx): path or URL.")],
     source: SourceOption = None,
 ) -> None:
@@ -235,9 +263,17 @@ def ingest_command(
     except ImportError as exc:
         fail(f"ingestion is not available in this installation ({exc})")
     with reporting_user_errors(*_ingest_errors(ingest)):
-        lake = Lake.from_settings(get_settings(), source)
+        settings = get_settings()
+        lake = Lake.from_settings(settings, source)
         report = ingest.ingest_publication(path_or_url, lake).to_dict()
-    _print_report(_out(), f"ingested {path_or_url} into {lake.base_uri}", report)
+    out = console()
+    _print_report(out, f"ingested {path_or_url} into {lake.base_uri}", report)
+    hooks = ctx.find_object(CliHooks)
+    if hooks is not None and hooks.on_ingested is not None:
+        try:
+            out.print(hooks.on_ingested(source or settings.source, report), soft_wrap=True)
+        except Exception as exc:
+            out.print(f"warning: {type(exc).__name__}: {exc}", style="yellow", soft_wrap=True)
 
 
 def _ingest_errors(ingest: ModuleType) -> tuple[type[BaseException], ...]:

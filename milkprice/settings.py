@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "Source", "get_settings"]
@@ -71,16 +71,53 @@ class Settings(BaseSettings):
     )
     seed: int = Field(0, validation_alias="MILKPRICE_SEED")
     n_trials: int = Field(
-        12,
-        ge=1,
+        0,
+        ge=0,
         validation_alias="MILKPRICE_N_TRIALS",
-        description="Optuna trials per training run.",
+        description="Optuna trials per training run; 0 (the default): fixed LightGBM settings, "
+        "only the dead zone (shrink, threshold) is chosen on the inner folds.",
     )
     api_reload_seconds: float = Field(
         60.0,
         gt=0,
         validation_alias="MILKPRICE_API_RELOAD_SECONDS",
         description="How often the API checks whether the champion alias moved (seconds).",
+    )
+    alert_rmse_ratio: float = Field(
+        1.03,
+        gt=0,
+        validation_alias="MILKPRICE_ALERT_RMSE_RATIO",
+        description="Alert when a month's RMSE / naive RMSE (same cut-offs, same rows) is above.",
+    )
+    alert_min_coverage_80: float = Field(
+        0.70,
+        ge=0,
+        le=1,
+        validation_alias="MILKPRICE_ALERT_MIN_COVERAGE_80",
+        description="Alert when a month's 80% interval covers fewer actual prices than this.",
+    )
+    alert_max_rmse_increase: float = Field(
+        0.25,
+        ge=0,
+        validation_alias="MILKPRICE_ALERT_MAX_RMSE_INCREASE",
+        description="Alert when a month's RMSE is above the champion's val_rmse by more than "
+        "this fraction (0.25 = 25%).",
+    )
+    alert_min_scored_rows: int = Field(
+        400,
+        ge=1,
+        validation_alias="MILKPRICE_ALERT_MIN_SCORED_ROWS",
+        description="A month with fewer scored forecast rows is reported but never alerts.",
+    )
+    alert_webhook: SecretStr | None = Field(
+        None,
+        validation_alias="MILKPRICE_ALERT_WEBHOOK",
+        description="Webhook (Slack-compatible JSON with `text`) that receives alerts; secret.",
+    )
+    retrain_on_alert: bool = Field(
+        False,
+        validation_alias="MILKPRICE_RETRAIN_ON_ALERT",
+        description="Serve train-milk-model with a trigger on milkprice.alert.accuracy events.",
     )
 
     @model_validator(mode="before")

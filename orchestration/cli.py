@@ -11,17 +11,23 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from milkprice.cli import data_app, fail, reporting_user_errors
+from milkprice.cli import (
+    CliHooks,
+    SourceOption,
+    console,
+    data_app,
+    fail,
+    parse_month,
+    progress_bar,
+    reporting_user_errors,
+)
 from milkprice.cli import main as root_callback
-from milkprice.months import Month
+from milkprice.cli_evaluation import accuracy_command, backtest_command
 from milkprice.settings import Source, get_settings
 
 if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfill command loads it
-    import pandas as pd
-
     from milkprice.pipeline.backfill import BackfillRow, MonthPlan
 
 __all__ = [
@@ -31,8 +37,17 @@ __all__ = [
     "backfill_command",
     "backtest_command",
     "forecast_command",
+    "monitor_command",
     "serve_command",
 ]
+
+
+def _emit_ingested(source: Source, report: dict[str, object]) -> str:
+    """After `data ingest`: tell Prefect (the monthly-monitor trigger) which months arrived."""
+    from orchestration.tasks.monitoring import emit_data_ingested  # noqa: PLC0415 - Prefect
+
+    return emit_data_ingested(source, report)
+
 
 app = typer.Typer(
     name="milkprice",
@@ -40,14 +55,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # The core's `data ingest` calls this hook: the event comes from this layer, not the core.
+    context_settings={"obj": CliHooks(on_ingested=_emit_ingested)},
 )
 app.add_typer(data_app, name="data")
 # The same root options (--version) as the core's CLI.
 app.callback(invoke_without_command=True)(root_callback)
-
-
-def _out() -> Console:
-    return Console(highlight=False, markup=False)
+# Commands of the core that need no orchestrator, mounted as they are.
+app.command("backtest")(backtest_command)
+app.command("accuracy")(accuracy_command)
 
 
 @app.command("serve")
@@ -76,10 +92,7 @@ def api_command(
         str, typer.Option(help="Address to bind (default loopback only; 0.0.0.0 for all).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
-    source: Annotated[
-        Source | None,
-        typer.Option(help="Which lake: local or s3 (default: MILKPRICE_SOURCE, else local)."),
-    ] = None,
+    source: SourceOption = None,
 ) -> None:
     """Serve the prediction API (FastAPI on uvicorn) for the champion model until interrupted.
 
@@ -99,13 +112,6 @@ def api_command(
     )
 
 
-def _parse_month(option: str, text: str) -> Month:
-    try:
-        return Month.parse(text)
-    except ValueError as exc:
-        fail(f"invalid value for {option}: {text!r} ({exc})")
-
-
 def _result_table(rows: list[BackfillRow]) -> Table:
     table = Table(title="backfill")
     for column in ("month", "state", "val RMSE", "naive RMSE", "version", "promoted"):
@@ -120,10 +126,7 @@ def _result_table(rows: list[BackfillRow]) -> Table:
 def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
     start: Annotated[str, typer.Option("--start", help="First validation month, YYYY-MM.")],
     end: Annotated[str, typer.Option("--end", help="Last validation month, YYYY-MM.")],
-    source: Annotated[
-        Source | None,
-        typer.Option(help="Which lake: local or s3 (default: MILKPRICE_SOURCE, else local)."),
-    ] = None,
+    source: SourceOption = None,
     concurrency: Annotated[
         int, typer.Option(min=1, help="Months run at the same time (in flight, via deployment).")
     ] = 1,
@@ -145,12 +148,12 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
     A month is done when MLflow holds a complete run of it for the same data fingerprint and
     code version. Exit code 1 when any month failed.
     """
-    first, last = _parse_month("--start", start), _parse_month("--end", end)
+    first, last = parse_month("--start", start), parse_month("--end", end)
     from milkprice.pipeline.backfill import backfill_months  # noqa: PLC0415
     from orchestration.backfill import DeploymentNotServedError, run_backfill  # noqa: PLC0415
     from orchestration.serve import PrefectApiUnavailableError, check_prefect_api  # noqa: PLC0415
 
-    out = _out()
+    out = console()
     with reporting_user_errors(DeploymentNotServedError, PrefectApiUnavailableError):
         months = backfill_months(first, last)
         settings = get_settings()
@@ -159,13 +162,7 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
             from prefect.settings import get_current_settings  # noqa: PLC0415
 
             check_prefect_api(get_current_settings().api.url)
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=out,
-        ) as progress:
+        with progress_bar(out) as progress:
             task = progress.add_task(f"backfill {first}..{last}", total=len(months))
 
             def planned(plans: list[MonthPlan]) -> None:
@@ -203,10 +200,7 @@ def forecast_command(
         str | None,
         typer.Option(help="Data cut-off, YYYY-MM-DD (default: the newest date in the lake)."),
     ] = None,
-    source: Annotated[
-        Source | None,
-        typer.Option(help="Which lake: local or s3 (default: MILKPRICE_SOURCE, else local)."),
-    ] = None,
+    source: SourceOption = None,
     series: Annotated[
         list[str] | None,
         typer.Option(help='A series to plot on its own, "Estado/Ciudad/Tipo/Canal" (repeat).'),
@@ -238,7 +232,7 @@ def forecast_command(
             f"error: {exc}", style="bold red"
         )
         raise typer.Exit(2) from None
-    out = _out()
+    out = console()
     out.print(
         f"forecast at cut-off {result.cutoff} with {result.model_name} version "
         f"{result.model_version} (validated on {result.validation_month}): {result.rows} rows, "
@@ -250,139 +244,30 @@ def forecast_command(
         out.print(f"  {uri}", soft_wrap=True)
 
 
-def _backtest_table(table: pd.DataFrame) -> Table:
-    shown = [
-        ("month", "month"),
-        ("rmse_ratio", "RMSE/naive"),
-        ("mae_ratio", "MAE/naive"),
-        ("coverage_80", "cover 80%"),
-        ("coverage_95", "cover 95%"),
-        ("interval_score_80", "int. score 80"),
-    ]
-    view = Table(title="backtest (model vs naive, same rows)")
-    columns = [(key, title) for key, title in shown if key in table.columns]
-    for key, title in columns:
-        view.add_column(title, justify="left" if key == "month" else "right", no_wrap=True)
-    for row in table.to_dict("records"):
-        label = str(row["month"]) + ("*" if row.get("short_window") is True else "")
-        cells = [label] + [f"{row[key]:.3f}" for key, _ in columns[1:]]
-        view.add_row(*cells, style="bold" if row["month"] in {"mean", "worst"} else None)
-    return view
-
-
-@app.command("backtest")
-def backtest_command(
-    start: Annotated[str, typer.Option("--start", help="First month to forecast, YYYY-MM.")],
-    end: Annotated[str, typer.Option("--end", help="Last month to forecast, YYYY-MM.")],
-    source: Annotated[
-        Source | None,
-        typer.Option(help="Which lake: local or s3 (default: MILKPRICE_SOURCE, else local)."),
-    ] = None,
-    models: Annotated[
-        str, typer.Option(help="Forecasts to score, comma-separated: model, naive, mean.")
-    ] = "model,naive,mean",
-    jobs: Annotated[int, typer.Option(min=1, help="Months trained at the same time.")] = 1,
+@app.command("monitor")
+def monitor_command(
+    year: Annotated[
+        int, typer.Option(min=0, help="Year of the month to monitor (0 with --month 0).")
+    ] = 0,
+    month: Annotated[
+        int, typer.Option(min=0, max=12, help="Month to monitor; 0/0: the previous month.")
+    ] = 0,
+    source: SourceOption = None,
 ) -> None:
-    """Rolling-origin evaluation: each month trained on the 12 before it, as the flow does.
+    """Score the stored forecasts of a month; alert when they are off (milk-price-monitor).
 
-    Prints a table per month with the mean and the worst month (* = fewer than 12 training
-    months), and writes every forecast row (parquet), the table (CSV) and a plot of the ratios
-    to naive under backtests/START_END/ in the lake, all logged to one MLflow run.
+    Alerts are logged, shown in the run's artifacts, emitted as Prefect events and POSTed to
+    MILKPRICE_ALERT_WEBHOOK when it is set. Exit code 0 even when alerts fire.
     """
-    from milkprice.data.lake import Lake  # noqa: PLC0415
-    from milkprice.months import month_range  # noqa: PLC0415
-    from milkprice.pipeline.backtest import (  # noqa: PLC0415 - imports LightGBM and MLflow
-        log_backtest,
-        parse_models,
-        render_backtest,
-        run_backtest,
-        write_backtest,
-    )
-
-    first, last = _parse_month("--start", start), _parse_month("--end", end)
-    if last < first:
-        fail(f"--end {last} is before --start {first}")
-    out = _out()
     with reporting_user_errors():
-        chosen_models = parse_models(models)
-        settings = get_settings()
-        lake = Lake.from_settings(settings, source or settings.source)
-        months = month_range(first, last)
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=out,
-        ) as progress:
-            task = progress.add_task(f"backtest {first}..{last}", total=len(months))
+        from orchestration.flows.monitor_flow import monitor  # noqa: PLC0415 - imports Prefect
 
-            def finished(result: object) -> None:
-                progress.advance(task)
-
-            report = run_backtest(
-                lake,
-                months,
-                seed=settings.seed,
-                n_trials=settings.n_trials,
-                jobs=jobs,
-                models=chosen_models,
-                on_month=finished,
-            )
-        files = render_backtest(report)
-        uris = write_backtest(lake, files)
-        run_id = log_backtest(settings, report, files)
-    out.print(_backtest_table(report.table()))
-    out.print("RMSE, MAE, widths and interval scores of every forecast: the table.csv below")
-    for uri in uris.values():
-        out.print(f"  {uri}", soft_wrap=True)
-    out.print(f"MLflow run {run_id} (experiment {settings.mlflow_experiment})", soft_wrap=True)
-
-
-@app.command("accuracy")
-def accuracy_command(
-    source: Annotated[
-        Source | None,
-        typer.Option(help="Which lake: local or s3 (default: MILKPRICE_SOURCE, else local)."),
-    ] = None,
-    by: Annotated[
-        list[str] | None,
-        typer.Option(help="Also group by Estado, Tipo, Canal or cutoff (repeat)."),
-    ] = None,
-) -> None:
-    """Accuracy over time of every stored forecast, beside naive from the same cut-off.
-
-    Forecast dates not published yet are counted as pending; dates a city did not report, as
-    unreported.
-    """
-    from milkprice.data.lake import Lake  # noqa: PLC0415
-    from milkprice.monitoring.accuracy import accuracy_over_time  # noqa: PLC0415
-
-    settings = get_settings()
-    with reporting_user_errors():
-        table = accuracy_over_time(
-            Lake.from_settings(settings, source or settings.source), by or []
-        )
-    view = Table(title="accuracy of stored forecasts (model vs naive from the same cut-off)")
-    keys = ["month", *(by or [])]
-    shown = {
-        "scored": "scored",
-        "pending": "pending",
-        "rmse_ratio": "RMSE/naive",
-        "mae_ratio": "MAE/naive",
-        "coverage_80": "cover 80%",
-    }
-    for key in keys:
-        view.add_column(key, no_wrap=True)
-    for title in shown.values():
-        view.add_column(title, justify="right", no_wrap=True)
-    for row in table.to_dict("records"):
-        cells = [str(row[k]) for k in keys]
-        cells += [f"{row[c]:.0f}" if c in {"scored", "pending"} else f"{row[c]:.3f}" for c in shown]
-        view.add_row(*cells)
-    out = _out()
-    out.print(view)
-    out.print("RMSE, MAE and 95% coverage too: milkprice.monitoring.accuracy.accuracy_over_time")
+        result = monitor(source=source or get_settings().source, year=year, month=month)
+    out = console()
+    alerts = result["alerts"]
+    out.print(f"monitored {result['month']}: {len(alerts)} alert(s)", soft_wrap=True)
+    for alert in alerts:
+        out.print(f"  {alert['kind']}: {alert['message']}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from prefect.events import DeploymentEventTrigger
 from milkprice.settings import get_settings
 from orchestration.flows.forecast_flow import forecast
 from orchestration.flows.main_flow import main
+from orchestration.flows.monitor_flow import monitor
+from orchestration.tasks.monitoring import ACCURACY_ALERT_EVENT, DATA_INGESTED_EVENT
 from orchestration.tasks.training import CHAMPION_PROMOTED_EVENT
 
 if TYPE_CHECKING:
@@ -33,12 +35,14 @@ __all__ = [
     "DAILY_FORECAST",
     "DAILY_TEST",
     "DEPLOYMENTS",
+    "MONTHLY_MONITOR",
     "TRAIN_MILK_MODEL",
     "DeploymentBuilder",
     "PrefectApiUnavailableError",
     "check_prefect_api",
     "daily_forecast_deployment",
     "daily_test_deployment",
+    "monthly_monitor_deployment",
     "serve_all",
     "serve_deployments",
     "serve_training",
@@ -48,6 +52,7 @@ __all__ = [
 TRAIN_MILK_MODEL = "train-milk-model"
 DAILY_TEST = "daily-test"
 DAILY_FORECAST = "daily-forecast"
+MONTHLY_MONITOR = "monthly-monitor"
 _HEALTH_TIMEOUT_S = 5.0
 # One run at a time per deployment: a scheduled run and a backfill of the same month (or two
 # backfills) must not train and register the same month side by side.
@@ -71,8 +76,27 @@ class PrefectApiUnavailableError(RuntimeError):
 
 
 def train_milk_model_deployment() -> RunnerDeployment:
-    """The monthly training run: on the 2nd at 06:00 UTC, for the previous calendar month."""
+    """The monthly training run: on the 2nd at 06:00 UTC, for the previous calendar month.
+
+    With MILKPRICE_RETRAIN_ON_ALERT=true (read when serving starts) also at once on a
+    ``milkprice.alert.accuracy`` event, for the source and month in its payload.
+    """
+    settings = get_settings()
+    model = settings.registered_model
+    triggers = [
+        DeploymentEventTrigger(
+            name=f"retrain when {model}'s accuracy alerts",
+            expect={ACCURACY_ALERT_EVENT},
+            match={"prefect.resource.id": f"milkprice.model.{model}"},
+            parameters={
+                "source": "{{ event.payload.source }}",
+                "year": "{{ event.payload.year }}",
+                "month": "{{ event.payload.month }}",
+            },
+        )
+    ]
     return main.to_deployment(
+        triggers=triggers if settings.retrain_on_alert else None,
         name=TRAIN_MILK_MODEL,
         cron="0 6 2 * *",
         tags=["milk", "training"],
@@ -120,11 +144,37 @@ def daily_forecast_deployment() -> RunnerDeployment:
     )
 
 
+def monthly_monitor_deployment() -> RunnerDeployment:
+    """Accuracy of the stored forecasts: on the 3rd at 07:00 UTC, and when prices arrive."""
+    return monitor.to_deployment(
+        name=MONTHLY_MONITOR,
+        cron="0 7 3 * *",
+        tags=["milk", "monitoring"],
+        description="Score the stored forecasts of a month (year=0, month=0: the previous "
+        "calendar month); alert by event and webhook when they are off.",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+        triggers=[
+            DeploymentEventTrigger(
+                name="monitor when new prices are ingested",
+                expect={DATA_INGESTED_EVENT},
+                match={"prefect.resource.id": "milkprice.lake.*"},
+                parameters={
+                    "source": "{{ event.payload.source }}",
+                    "year": "{{ event.payload.year }}",
+                    "month": "{{ event.payload.month }}",
+                },
+            )
+        ],
+    )
+
+
 # Every deployment `milkprice serve` serves; later issues add theirs here (one line each).
 DEPLOYMENTS: list[DeploymentBuilder] = [
     train_milk_model_deployment,
     daily_test_deployment,
     daily_forecast_deployment,
+    monthly_monitor_deployment,
 ]
 
 

@@ -106,7 +106,7 @@ def test_keyword_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_bad_value_names_the_variable_to_fix(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MILKPRICE_N_TRIALS", "0")
+    monkeypatch.setenv("MILKPRICE_N_TRIALS", "-1")
     with pytest.raises(ValueError, match="MILKPRICE_N_TRIALS"):
         get_settings()
     monkeypatch.setenv("MILKPRICE_N_TRIALS", "5")

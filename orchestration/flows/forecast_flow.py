@@ -23,13 +23,14 @@ from orchestration.tasks.forecasting import (
     forecast_table,
     plotted_series,
 )
+from orchestration.tasks.monitoring import alert_on_failure
 
 __all__ = ["FORECAST_FLOW_NAME", "forecast"]
 
 FORECAST_FLOW_NAME = "milk-price-forecast"
 
 
-@flow(name=FORECAST_FLOW_NAME, log_prints=True)
+@flow(name=FORECAST_FLOW_NAME, log_prints=True, on_failure=[alert_on_failure])
 def forecast(
     source: Literal["local", "s3"] = "local",
     cutoff: date | None = None,

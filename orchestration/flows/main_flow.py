@@ -27,6 +27,7 @@ from milkprice.pipeline.training_run import (
     training_result,
 )
 from milkprice.settings import get_settings
+from orchestration.tasks.monitoring import alert_on_failure
 from orchestration.tasks.training import (
     champion_promoted_event,
     evaluation,
@@ -45,7 +46,7 @@ __all__ = ["FLOW_NAME", "main"]
 FLOW_NAME = "milk-price-training"
 
 
-@flow(name=FLOW_NAME, log_prints=True)
+@flow(name=FLOW_NAME, log_prints=True, on_failure=[alert_on_failure])
 def main(
     source: Literal["local", "s3"] = "local",
     year: Annotated[
