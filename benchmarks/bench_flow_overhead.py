@@ -71,6 +71,15 @@ def start_prefect_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise TimeoutError(f"prefect server did not answer at {url}; see {home / 'server.log'}")
 
 
+def stop_prefect_server(server: subprocess.Popen[bytes]) -> None:
+    """Send the flows' logs while the server still answers, then stop its process group."""
+    from prefect.logging.handlers import APILogWorker  # noqa: PLC0415
+
+    APILogWorker.drain_all(timeout=5)
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)
+
+
 def main() -> int:
     data = Path(os.environ.get("MILKPRICE_REAL_DATA", REPO.parent / "shared" / "data" / "sniim"))
     work = Path(tempfile.mkdtemp(prefix="milkprice-bench-"))
@@ -100,11 +109,7 @@ def main() -> int:
             flow(source="local", year=YEAR, month=MONTH)
             orchestrated.append(time.perf_counter() - started)
     finally:
-        from prefect.logging.handlers import APILogWorker  # noqa: PLC0415
-
-        APILogWorker.drain_all(timeout=5)  # send the flows' logs while the server still answers
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        stop_prefect_server(server)
     ratio = statistics.median(orchestrated) / statistics.median(plain)
     result = {
         "validation_month": f"{YEAR}-{MONTH:02d}",

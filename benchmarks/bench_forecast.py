@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_flow_overhead import start_prefect_server
+from bench_flow_overhead import start_prefect_server, stop_prefect_server
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "forecast.json"
@@ -60,11 +60,7 @@ def main() -> int:
             flow(source="local")
             orchestrated.append(time.perf_counter() - started)
     finally:
-        from prefect.logging.handlers import APILogWorker  # noqa: PLC0415
-
-        APILogWorker.drain_all(timeout=5)  # send the flows' logs while the server still answers
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        stop_prefect_server(server)
     ratio = statistics.median(orchestrated) / statistics.median(plain)
     result = {
         "cutoff": first.cutoff,

@@ -64,6 +64,13 @@ _ENTRYPOINT = EntrypointType.MODULE_PATH
 
 DeploymentBuilder = Callable[[], "RunnerDeployment"]
 
+# Flow parameters of a run an event triggers: the lake and the month named in its payload.
+_MONTH_FROM_EVENT = {
+    "source": "{{ event.payload.source }}",
+    "year": "{{ event.payload.year }}",
+    "month": "{{ event.payload.month }}",
+}
+
 _HOW_TO_START = (
     "Start one with `make up` (Prefect server, MLflow UI and `milkprice serve` in the "
     "background), or run `prefect server start` in another terminal and "
@@ -88,11 +95,7 @@ def train_milk_model_deployment() -> RunnerDeployment:
             name=f"retrain when {model}'s accuracy alerts",
             expect={ACCURACY_ALERT_EVENT},
             match={"prefect.resource.id": f"milkprice.model.{model}"},
-            parameters={
-                "source": "{{ event.payload.source }}",
-                "year": "{{ event.payload.year }}",
-                "month": "{{ event.payload.month }}",
-            },
+            parameters=_MONTH_FROM_EVENT,
         )
     ]
     return main.to_deployment(
@@ -159,11 +162,7 @@ def monthly_monitor_deployment() -> RunnerDeployment:
                 name="monitor when new prices are ingested",
                 expect={DATA_INGESTED_EVENT},
                 match={"prefect.resource.id": "milkprice.lake.*"},
-                parameters={
-                    "source": "{{ event.payload.source }}",
-                    "year": "{{ event.payload.year }}",
-                    "month": "{{ event.payload.month }}",
-                },
+                parameters=_MONTH_FROM_EVENT,
             )
         ],
     )

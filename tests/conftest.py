@@ -274,3 +274,26 @@ def start_background(
         return subprocess.Popen(
             command, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def flow_run_artifacts(flow_run_id: object, key: str) -> list:
+    """The artifacts with ``key`` that one flow run created (read through the Prefect client)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+
+    async def read() -> list:
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=[key]),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                )
+            )
+
+    return asyncio.run(read())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import shutil
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import flow_run_artifacts
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 
@@ -60,23 +60,6 @@ def env(trained_root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return values
 
 
-async def _artifacts(flow_run_id, key: str):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        ArtifactFilterKey,
-    )
-
-    async with get_client() as client:
-        return await client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[key]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-            )
-        )
-
-
 def test_flow_writes_files_and_publishes_table_and_summary(env):
     state = forecast(source="local", series=[SERIES], return_state=True)
     result = state.result()
@@ -92,8 +75,8 @@ def test_flow_writes_files_and_publishes_table_and_summary(env):
     for uri in result.plot_uris:
         assert Path(uri).read_bytes().startswith(PNG_MAGIC)
 
-    tables = asyncio.run(_artifacts(flow_run_id, FORECAST_TABLE_KEY))
-    summaries = asyncio.run(_artifacts(flow_run_id, FORECAST_SUMMARY_KEY))
+    tables = flow_run_artifacts(flow_run_id, FORECAST_TABLE_KEY)
+    summaries = flow_run_artifacts(flow_run_id, FORECAST_SUMMARY_KEY)
     assert len(tables) == len(summaries) == 1
     table = json.loads(tables[0].data) if isinstance(tables[0].data, str) else tables[0].data
     assert len(table) == frame[["Estado", "Tipo"]].drop_duplicates().shape[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import shutil
@@ -10,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from conftest import flow_run_artifacts
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 from webhook_receiver import webhook_receiver
@@ -59,26 +59,9 @@ def env(monitored_root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     return values
 
 
-async def _artifacts(flow_run_id, key: str):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        ArtifactFilterKey,
-    )
-
-    async with get_client() as client:
-        return await client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[key]),
-                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-            )
-        )
-
-
 def _published(flow_run_id) -> tuple[list[dict], str]:
-    (table,) = asyncio.run(_artifacts(flow_run_id, MONITOR_TABLE_KEY))
-    (summary,) = asyncio.run(_artifacts(flow_run_id, MONITOR_SUMMARY_KEY))
+    (table,) = flow_run_artifacts(flow_run_id, MONITOR_TABLE_KEY)
+    (summary,) = flow_run_artifacts(flow_run_id, MONITOR_SUMMARY_KEY)
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     return rows, summary.data
 
