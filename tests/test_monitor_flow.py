@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import flow_run_artifacts
+from mlflow import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 from typer.testing import CliRunner
 from webhook_receiver import webhook_receiver
@@ -79,6 +80,20 @@ def test_flow_publishes_the_accuracy_table_and_the_summary(env):
     assert f"| {march['scored']:.0f} | 0 |" in text
     assert f"## Alerts ({len(result['alerts'])})" in text
     assert result["delivered"] is None  # no webhook configured
+    # The HTML report in the lake, and the MLflow run holding it with the month's figures.
+    page = Lake(env["MILKPRICE_DATA_ROOT"]).get_object("monitor/reports/2025-03/accuracy.html")
+    assert result["report"].endswith("monitor/reports/2025-03/accuracy.html")
+    assert page is not None and b"# Monitoring 2025-03" in page and b"<table" in page
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("milk-price").experiment_id],
+        filter_string="tags.kind = 'monitoring' and tags.monitored_month = '2025-03'",
+        max_results=1,
+    )
+    assert run.data.metrics["scored"] == march["scored"]
+    assert run.data.metrics["rmse_ratio"] == pytest.approx(march["rmse_ratio"])
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "monitoring")]
+    assert artifacts == ["monitoring/accuracy.html"]
 
 
 def test_an_alert_reaches_the_webhook(env, monkeypatch):

@@ -24,6 +24,7 @@ from orchestration.tasks.monitoring import (
     alert_webhook,
     champion_validation,
     monitoring_artifacts,
+    monitoring_report,
 )
 
 __all__ = ["MONITOR_FLOW_NAME", "monitor"]
@@ -60,6 +61,12 @@ def monitor(
     if alerts:
         alert_events(settings, alerts, source, target)
         delivered = alert_webhook(settings, alerts)
-    monitoring_artifacts(table, target, alerts, champion, delivered)
+    summary = monitoring_artifacts(table, target, alerts, champion, delivered)
+    report = monitoring_report(settings, lake, table, target, summary, len(alerts))
     print(f"{target}: {len(alerts)} alert(s)" + "".join(f"\n  {a.message}" for a in alerts))
-    return {"month": str(target), "alerts": [a.to_dict() for a in alerts], "delivered": delivered}
+    return {
+        "month": str(target),
+        "alerts": [a.to_dict() for a in alerts],
+        "delivered": delivered,
+        "report": report,
+    }

@@ -35,6 +35,7 @@ from milkprice.monitoring.alerts import (
     month_accuracy,
     send_alerts,
 )
+from milkprice.monitoring.report import log_monitoring_run, render_report, write_report
 from milkprice.months import Month
 from milkprice.settings import Settings, Source, get_settings
 
@@ -53,6 +54,7 @@ __all__ = [
     "champion_validation",
     "emit_data_ingested",
     "monitoring_artifacts",
+    "monitoring_report",
 ]
 
 ALERT_EVENT_PREFIX = "milkprice.alert."
@@ -163,6 +165,19 @@ def monitoring_artifacts(
         markdown=markdown, key=MONITOR_SUMMARY_KEY, description=f"Monitoring of {month}"
     )
     return markdown
+
+
+@task(name="monitoring-report", retries=2, retry_delay_seconds=2)
+def monitoring_report(  # noqa: PLR0917 - the flow passes each product of the steps before
+    settings: Settings, lake: Lake, table: pd.DataFrame, month: Month, summary: str, alerts: int
+) -> str:
+    """The HTML report in the lake (monitor/reports/YYYY-MM/) and an MLflow run holding it."""
+    page = render_report(str(month), summary, table)
+    uri = write_report(lake, str(month), page)
+    row = month_accuracy(table, str(month))
+    run_id = log_monitoring_run(settings, str(month), row, alerts, page)
+    get_run_logger().info("monitoring report %s, MLflow run %s", uri, run_id)
+    return uri
 
 
 def alert_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
