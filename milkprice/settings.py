@@ -109,6 +109,15 @@ class Settings(BaseSettings):
         validation_alias="MILKPRICE_ALERT_MIN_SCORED_ROWS",
         description="A month with fewer scored forecast rows is reported but never alerts.",
     )
+    # 0.4: prices trend up, so the 4 `price` pairs (of 12) drift against a 12-month window in
+    # a quiet month (share 0.33); one group drifting in all three columns makes it 0.5.
+    alert_max_drift_share: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        validation_alias="MILKPRICE_ALERT_MAX_DRIFT_SHARE",
+        description="Alert when a month's share of drifted (Tipo/Canal, column) pairs is above.",
+    )
     alert_webhook: SecretStr | None = Field(
         None,
         validation_alias="MILKPRICE_ALERT_WEBHOOK",

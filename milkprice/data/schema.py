@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 from pandera.errors import SchemaErrors
 
 from milkprice.months import Month
@@ -115,6 +116,14 @@ def normalize_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
 
 
+def _holds_timestamps(column: pd.Series) -> bool:
+    """Whether a column holds numpy datetimes (naive or zoned) or Arrow timestamps."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return True
+    arrow_type = getattr(column.dtype, "pyarrow_dtype", None)
+    return arrow_type is not None and pyarrow.types.is_timestamp(arrow_type)
+
+
 def _check_columns(frame: pd.DataFrame, origin: str) -> None:
     missing = [c for c in COLUMNS if c not in frame.columns]
     extra = [c for c in frame.columns if c not in COLUMNS]
@@ -125,7 +134,7 @@ def _check_columns(frame: pd.DataFrame, origin: str) -> None:
         if extra:
             parts.append(f"unexpected column(s) {extra}")
         raise LakeDataError(f"{origin}: {'; '.join(parts)}; expected exactly {COLUMNS}")
-    if not pd.api.types.is_datetime64_any_dtype(frame["Fecha"]):
+    if not _holds_timestamps(frame["Fecha"]):
         raise LakeDataError(
             f"{origin}: column 'Fecha' must hold dates, found dtype {frame['Fecha'].dtype}"
         )

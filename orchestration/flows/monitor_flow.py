@@ -23,6 +23,7 @@ from orchestration.tasks.monitoring import (
     alert_on_failure,
     alert_webhook,
     champion_validation,
+    data_drift,
     monitoring_artifacts,
     monitoring_report,
 )
@@ -56,7 +57,10 @@ def monitor(
     lake = Lake.from_settings(settings, source)
     table = accuracy_of_stored_forecasts(lake)
     champion = champion_validation(settings)
-    alerts = accuracy_alerts(table, settings, target, champion)
+    alerts = [
+        *accuracy_alerts(table, settings, target, champion),
+        *data_drift(lake, settings, target),
+    ]
     delivered = None
     if alerts:
         alert_events(settings, alerts, source, target)

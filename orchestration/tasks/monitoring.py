@@ -35,6 +35,7 @@ from milkprice.monitoring.alerts import (
     month_accuracy,
     send_alerts,
 )
+from milkprice.monitoring.drift import drift_alerts, drift_of_month, drift_report_key
 from milkprice.monitoring.report import log_monitoring_run, render_report, write_report
 from milkprice.months import Month
 from milkprice.settings import Settings, Source, get_settings
@@ -43,6 +44,7 @@ __all__ = [
     "ACCURACY_ALERT_EVENT",
     "ALERT_EVENT_PREFIX",
     "DATA_INGESTED_EVENT",
+    "DRIFT_SUMMARY_KEY",
     "FAILURE_ALERT_EVENT",
     "MONITOR_SUMMARY_KEY",
     "MONITOR_TABLE_KEY",
@@ -52,6 +54,7 @@ __all__ = [
     "alert_on_failure",
     "alert_webhook",
     "champion_validation",
+    "data_drift",
     "emit_data_ingested",
     "monitoring_artifacts",
     "monitoring_report",
@@ -63,6 +66,7 @@ FAILURE_ALERT_EVENT = f"{ALERT_EVENT_PREFIX}failure"
 DATA_INGESTED_EVENT = "milkprice.data.ingested"
 MONITOR_TABLE_KEY = "milk-price-accuracy"
 MONITOR_SUMMARY_KEY = "milk-price-monitoring"
+DRIFT_SUMMARY_KEY = "milk-price-drift"
 
 
 @task(name="accuracy-table", retries=2, retry_delay_seconds=2)
@@ -178,6 +182,33 @@ def monitoring_report(  # noqa: PLR0917 - the flow passes each product of the st
     run_id = log_monitoring_run(settings, str(month), row, alerts, page)
     get_run_logger().info("monitoring report %s, MLflow run %s", uri, run_id)
     return uri
+
+
+@task(name="data-drift", retries=2, retry_delay_seconds=2)
+def data_drift(lake: Lake, settings: Settings, month: Month) -> list[Alert]:
+    """Drift of the month against the 12 before it (Evidently, per Tipo/Canal): its alerts.
+
+    The Evidently pages go to the lake beside the accuracy report; a markdown artifact gives
+    the share of drifted columns and their names.
+    """
+    result = drift_of_month(lake, month)
+    logger = get_run_logger()
+    if result is None:
+        logger.info("%s: no partition to compare for drift", month)
+        return []
+    for group, page in result.html.items():
+        lake.put_object(drift_report_key(month, group), page)
+    create_markdown_artifact(
+        markdown=f"# Data drift {month}\n\nShare of drifted (Tipo/Canal, column) pairs: "
+        f"**{result.drifted_share:.2f}** (alert above {settings.alert_max_drift_share}).\n\n"
+        f"Drifted: {', '.join(result.drifted) or 'none'}.",
+        key=DRIFT_SUMMARY_KEY,
+        description=f"Data drift of {month} against the 12 months before",
+    )
+    alerts = drift_alerts(result, settings.alert_max_drift_share, month=str(month))
+    for alert in alerts:
+        logger.warning("ALERT %s: %s", alert.kind, alert.message)
+    return alerts
 
 
 def alert_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
