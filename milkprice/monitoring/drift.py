@@ -36,6 +36,7 @@ __all__ = [
     "detect_drift",
     "drift_alerts",
     "drift_inputs",
+    "drift_markdown",
     "drift_of_month",
     "drift_report_key",
     "parse_column_drifts",
@@ -361,3 +362,14 @@ def drift_of_month(lake: Lake, month: Month) -> DriftResult | None:
 def drift_report_key(month: Month, group: str) -> str:
     """Where a month's Evidently page for one Tipo/Canal group lives in the lake."""
     return f"monitor/reports/{month}/drift-{group.replace('/', '-').lower()}.html"
+
+
+def drift_markdown(result: DriftResult | None, max_share: float) -> str:
+    """The drift part of the monitoring summary (markdown)."""
+    if result is None:
+        return "## Data drift\n\nNo partition to compare: nothing measured."
+    return (
+        f"## Data drift\n\nShare of drifted (Tipo/Canal, column) pairs against the 12 months "
+        f"before: **{result.drifted_share:.2f}** (alert above {max_share}). "
+        f"Drifted: {', '.join(result.drifted) or 'none'}."
+    )

@@ -63,9 +63,18 @@ def write_report(lake: Lake, month: str, page: bytes) -> str:
 
 
 def log_monitoring_run(
-    settings: Settings, month: str, row: dict[str, float] | None, alerts: int, page: bytes
+    settings: Settings,
+    month: str,
+    row: dict[str, float] | None,
+    alerts: int,
+    page: bytes,
+    *,
+    pages: dict[str, bytes] | None = None,
 ) -> str:
-    """An MLflow run ``monitor-YYYY-MM``: the month's figures, the alert count, the page."""
+    """An MLflow run ``monitor-YYYY-MM``: the month's figures, the alert count, the pages.
+
+    ``pages`` are more HTML pages by file name (the month's Evidently drift reports).
+    """
     experiment_id = configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment)
     figures = {k: float(row[k]) for k in _FIGURES if row and pd.notna(row.get(k))}
     with (
@@ -75,7 +84,8 @@ def log_monitoring_run(
     ):
         mlflow.set_tags({"kind": "monitoring", "monitored_month": month})
         mlflow.log_metrics({**figures, "alerts": float(alerts)})
-        path = Path(folder) / "accuracy.html"
-        path.write_bytes(page)
-        mlflow.log_artifact(str(path), artifact_path="monitoring")
+        for name, data in {"accuracy.html": page, **(pages or {})}.items():
+            path = Path(folder) / name
+            path.write_bytes(data)
+            mlflow.log_artifact(str(path), artifact_path="monitoring")
         return run.info.run_id

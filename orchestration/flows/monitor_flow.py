@@ -57,16 +57,14 @@ def monitor(
     lake = Lake.from_settings(settings, source)
     table = accuracy_of_stored_forecasts(lake)
     champion = champion_validation(settings)
-    alerts = [
-        *accuracy_alerts(table, settings, target, champion),
-        *data_drift(lake, settings, target),
-    ]
+    drift_alerts, drift_summary, drift_pages = data_drift(lake, settings, target)
+    alerts = [*accuracy_alerts(table, settings, target, champion), *drift_alerts]
     delivered = None
     if alerts:
         alert_events(settings, alerts, source, target)
         delivered = alert_webhook(settings, alerts)
-    summary = monitoring_artifacts(table, target, alerts, champion, delivered)
-    report = monitoring_report(settings, lake, table, target, summary, len(alerts))
+    summary = monitoring_artifacts(table, target, alerts, champion, delivered, drift=drift_summary)
+    report = monitoring_report(settings, lake, table, target, summary, len(alerts), drift_pages)
     print(f"{target}: {len(alerts)} alert(s)" + "".join(f"\n  {a.message}" for a in alerts))
     return {
         "month": str(target),

@@ -35,7 +35,12 @@ from milkprice.monitoring.alerts import (
     month_accuracy,
     send_alerts,
 )
-from milkprice.monitoring.drift import drift_alerts, drift_of_month, drift_report_key
+from milkprice.monitoring.drift import (
+    drift_alerts,
+    drift_markdown,
+    drift_of_month,
+    drift_report_key,
+)
 from milkprice.monitoring.report import log_monitoring_run, render_report, write_report
 from milkprice.months import Month
 from milkprice.settings import Settings, Source, get_settings
@@ -44,7 +49,6 @@ __all__ = [
     "ACCURACY_ALERT_EVENT",
     "ALERT_EVENT_PREFIX",
     "DATA_INGESTED_EVENT",
-    "DRIFT_SUMMARY_KEY",
     "FAILURE_ALERT_EVENT",
     "MONITOR_SUMMARY_KEY",
     "MONITOR_TABLE_KEY",
@@ -66,7 +70,6 @@ FAILURE_ALERT_EVENT = f"{ALERT_EVENT_PREFIX}failure"
 DATA_INGESTED_EVENT = "milkprice.data.ingested"
 MONITOR_TABLE_KEY = "milk-price-accuracy"
 MONITOR_SUMMARY_KEY = "milk-price-monitoring"
-DRIFT_SUMMARY_KEY = "milk-price-drift"
 
 
 @task(name="accuracy-table", retries=2, retry_delay_seconds=2)
@@ -149,6 +152,8 @@ def monitoring_artifacts(
     alerts: list[Alert],
     champion: ChampionFigures | None,
     delivered: bool | None,
+    *,
+    drift: str = "",
 ) -> str:
     """Prefect artifacts: the accuracy table per month, and the month's summary (markdown)."""
     rows: list[dict[str, Any]] = table.to_dict("records") if not table.empty else []
@@ -165,6 +170,7 @@ def monitoring_artifacts(
         champion=champion,
         delivered=delivered if alerts else None,
     )
+    markdown = f"{markdown}\n\n{drift}" if drift else markdown
     create_markdown_artifact(
         markdown=markdown, key=MONITOR_SUMMARY_KEY, description=f"Monitoring of {month}"
     )
@@ -172,43 +178,45 @@ def monitoring_artifacts(
 
 
 @task(name="monitoring-report", retries=2, retry_delay_seconds=2)
-def monitoring_report(  # noqa: PLR0917 - the flow passes each product of the steps before
-    settings: Settings, lake: Lake, table: pd.DataFrame, month: Month, summary: str, alerts: int
+def monitoring_report(  # noqa: PLR0917 - each product of the steps before
+    settings: Settings,
+    lake: Lake,
+    table: pd.DataFrame,
+    month: Month,
+    summary: str,
+    alerts: int,
+    drift_pages: dict[str, bytes] | None = None,
 ) -> str:
     """The HTML report in the lake (monitor/reports/YYYY-MM/) and an MLflow run holding it."""
     page = render_report(str(month), summary, table)
     uri = write_report(lake, str(month), page)
     row = month_accuracy(table, str(month))
-    run_id = log_monitoring_run(settings, str(month), row, alerts, page)
+    pages = {key.rsplit("/", 1)[-1]: data for key, data in (drift_pages or {}).items()}
+    run_id = log_monitoring_run(settings, str(month), row, alerts, page, pages=pages)
     get_run_logger().info("monitoring report %s, MLflow run %s", uri, run_id)
     return uri
 
 
 @task(name="data-drift", retries=2, retry_delay_seconds=2)
-def data_drift(lake: Lake, settings: Settings, month: Month) -> list[Alert]:
-    """Drift of the month against the 12 before it (Evidently, per Tipo/Canal): its alerts.
+def data_drift(
+    lake: Lake, settings: Settings, month: Month
+) -> tuple[list[Alert], str, dict[str, bytes]]:
+    """Drift of the month against the 12 before it (Evidently, per Tipo/Canal).
 
-    The Evidently pages go to the lake beside the accuracy report; a markdown artifact gives
-    the share of drifted columns and their names.
+    Returns its alerts, its part of the summary, and its pages (also written to the lake).
     """
     result = drift_of_month(lake, month)
-    logger = get_run_logger()
-    if result is None:
-        logger.info("%s: no partition to compare for drift", month)
-        return []
-    for group, page in result.html.items():
-        lake.put_object(drift_report_key(month, group), page)
-    create_markdown_artifact(
-        markdown=f"# Data drift {month}\n\nShare of drifted (Tipo/Canal, column) pairs: "
-        f"**{result.drifted_share:.2f}** (alert above {settings.alert_max_drift_share}).\n\n"
-        f"Drifted: {', '.join(result.drifted) or 'none'}.",
-        key=DRIFT_SUMMARY_KEY,
-        description=f"Data drift of {month} against the 12 months before",
+    pages = {
+        drift_report_key(month, g): page for g, page in (result.html if result else {}).items()
+    }
+    for key, page in pages.items():
+        lake.put_object(key, page)
+    alerts = (
+        drift_alerts(result, settings.alert_max_drift_share, month=str(month)) if result else []
     )
-    alerts = drift_alerts(result, settings.alert_max_drift_share, month=str(month))
     for alert in alerts:
-        logger.warning("ALERT %s: %s", alert.kind, alert.message)
-    return alerts
+        get_run_logger().warning("ALERT %s: %s", alert.kind, alert.message)
+    return alerts, drift_markdown(result, settings.alert_max_drift_share), pages
 
 
 def alert_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
