@@ -279,8 +279,9 @@ def ingest_command(
 def _ingest_errors(ingest: ModuleType) -> tuple[type[BaseException], ...]:
     """Find the SNIIM errors (bad workbook, failed download) that are the user's to fix."""
     modules = [ingest]
-    with suppress(ImportError):
-        modules.append(importlib.import_module("milkprice.data.sniim"))
+    for name in ("milkprice.data.sniim", "milkprice.data.sniim_download"):
+        with suppress(ImportError):
+            modules.append(importlib.import_module(name))
     found = {
         error
         for module in modules

@@ -18,7 +18,8 @@ from sniim_workbook import small_frame, write_leche_workbook, write_rows
 from milkprice.data.ingest import IngestReport, ingest_publication
 from milkprice.data.lake import Lake, LakeError
 from milkprice.data.schema import normalize_frame
-from milkprice.data.sniim import SniimDownloadError, SniimFormatError
+from milkprice.data.sniim import SniimFormatError
+from milkprice.data.sniim_download import SniimDownloadError
 from milkprice.months import Month, month_range
 
 JUNE, JULY = Month(2025, 6), Month(2025, 7)
@@ -290,7 +291,7 @@ def test_failed_write_puts_back_the_months_already_written(
 def test_download_timeout_is_a_clear_error(tmp_path: Path):
     import socket
 
-    from milkprice.data.sniim import download_publication
+    from milkprice.data.sniim_download import download_publication
 
     with socket.socket() as silent:  # accepts connections (backlog) but never answers
         silent.bind(("127.0.0.1", 0))

@@ -14,13 +14,8 @@ from sniim_workbook import TIPO_CANAL, TITLE, small_frame, write_leche_workbook,
 
 from milkprice.data.lake import Lake
 from milkprice.data.schema import normalize_frame
-from milkprice.data.sniim import (
-    SNIIM_LECHE_URL,
-    SniimFormatError,
-    leche_publication_url,
-    parse_leche_publication,
-    parse_leche_workbook,
-)
+from milkprice.data.sniim import SniimFormatError, parse_leche_publication, parse_leche_workbook
+from milkprice.data.sniim_download import SNIIM_LECHE_URL, leche_publication_url
 from milkprice.months import month_range
 
 

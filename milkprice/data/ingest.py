@@ -20,7 +20,8 @@ import pandas as pd
 
 from milkprice.data.lake import Lake, PartitionWrite
 from milkprice.data.schema import COLUMNS, KEY_COLUMNS, validate_frame
-from milkprice.data.sniim import SniimFormatError, download_publication, parse_leche_publication
+from milkprice.data.sniim import SniimFormatError, parse_leche_publication
+from milkprice.data.sniim_download import download_publication
 from milkprice.months import Month
 
 __all__ = ["IngestReport", "MonthPlan", "ingest_publication", "is_url", "plan_upsert"]
