@@ -26,13 +26,13 @@ help:  ## List the targets
 # Refresh it after changing dependencies: make lock.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,cluster]'
 	@touch $(STAMP)
 
 lock:  ## Re-resolve dependencies from pyproject.toml and rewrite constraints.txt
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet -U pip
-	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev,cluster]'
 	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^milkprice' > constraints.txt
 	rm -rf .venv-lock
 
