@@ -129,6 +129,18 @@ class Settings(BaseSettings):
         description="Serve train-milk-model with a trigger on milkprice.alert.accuracy events.",
     )
 
+    dask_address: str | None = Field(
+        None,
+        validation_alias="MILKPRICE_DASK_ADDRESS",
+        description="Address of an existing Dask scheduler (tcp://host:port) for fan-out work "
+        "(backtests, backfills); unset: run in this process.",
+    )
+    work_pool: str = Field(
+        "milkprice-pool",
+        validation_alias="MILKPRICE_WORK_POOL",
+        description="Prefect work pool (type process) the cluster deployments go to.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _field_names_as_overrides(cls, data: object) -> object:

@@ -15,6 +15,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# Fixture modules of their own (tests/fixtures_*.py): PostgreSQL, Dask, browser.
+pytest_plugins = ["fixtures_postgres", "fixtures_dask", "fixtures_browser"]
+
 # Nothing but loopback: no usage telemetry from Prefect or MLflow in tests or their children.
 for _key, _value in {
     "DO_NOT_TRACK": "true",

@@ -1,0 +1,3 @@
+"""Debian's chromium driven by Playwright."""
+
+from __future__ import annotations
