@@ -13,10 +13,10 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help .venv lock run test bench lint format clean
+.PHONY: help .venv lock run test e2e bench lint format clean
 
 help:  ## List the targets
-	@grep -E '^[a-z.]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9.]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 .venv: $(STAMP)  ## Create the virtualenv and install milkprice with its dev tools
 
@@ -49,6 +49,9 @@ test: .venv  ## Run the test suite
 		exit 1; \
 	fi; \
 	exit $$status
+
+e2e: .venv  ## Run only the slow end-to-end tests (real servers, browser, cluster); `make test` runs them too
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 bench: .venv  ## Run every benchmarks/bench_*.py script
 	@shopt -s nullglob; scripts=(benchmarks/bench_*.py); \
