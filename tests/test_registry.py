@@ -121,6 +121,34 @@ def test_candidate_worse_than_rescored_champion_is_rejected():
     assert "worse than champion version 3" in decision.reason
 
 
+@pytest.mark.parametrize(("candidate", "promoted"), [(0.55, True), (0.65, False)])
+def test_same_month_champion_is_judged_on_its_recorded_out_of_sample_score(candidate, promoted):
+    """Its registered model was refit on that month: re-scoring there would be in-sample."""
+    champion = Champion("3", Month(2025, 2), f"models:/{MODEL}/3", recorded_score=0.6)
+    decision = decide_promotion(
+        candidate_version="4",
+        candidate_month=Month(2025, 2),
+        candidate_metrics=_metrics(candidate, 1.0),
+        champion=champion,
+        rescore_champion=_never,
+    )
+    assert decision.promoted is promoted
+    assert decision.champion_score_on_month == 0.6
+    assert "recorded out-of-sample" in decision.reason
+
+
+def test_same_month_champion_without_a_recorded_score_is_rescored():
+    decision = decide_promotion(
+        candidate_version="4",
+        candidate_month=Month(2025, 2),
+        candidate_metrics=_metrics(0.5, 1.0),
+        champion=CHAMPION,
+        rescore_champion=lambda _: 0.4,
+    )
+    assert not decision.promoted
+    assert "re-scored" in decision.reason
+
+
 def test_candidate_at_least_as_good_as_champion_is_promoted():
     decision = decide_promotion(
         candidate_version="4",

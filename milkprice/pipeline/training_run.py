@@ -32,6 +32,7 @@ from milkprice.model.training import (
 from milkprice.months import Month, month_range, previous_month
 from milkprice.plots import plot_forecast_vs_actual
 from milkprice.registry.promotion import (
+    GATE_SCORE_TAG,
     Champion,
     PromotionDecision,
     gate_score,
@@ -207,6 +208,7 @@ def log_and_register(
     month = outcome.validation_month
     tags = {
         "validation_month": str(month),
+        GATE_SCORE_TAG: f"{gate_score(outcome.metrics):.6f}",
         "source": source,
         "data_fingerprint": window.fingerprint,
         "code_version": code_version(),

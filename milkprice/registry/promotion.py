@@ -7,13 +7,23 @@ The gate, in order (the first rule that applies decides):
 3. a candidate whose validation month is older than the champion's is rejected, so that a
    backfill never demotes a model trained on newer data;
 4. the champion is re-scored on the candidate's validation month; a candidate with a higher
-   score than the champion there is rejected;
+   score than the champion there is rejected. When both validated on the same month, the
+   champion's registered model was refit on that month, so re-scoring it there would be
+   in-sample: its recorded out-of-sample score on that month (the ``gate_score`` tag written at
+   registration) is used instead;
 5. otherwise the candidate is promoted.
 
 "Better" is the :func:`gate_score`, the mean of RMSE/naive and MAE/naive on the same rows (the
 metric the model's settings are chosen on): a model that trades a lower RMSE for a higher MAE
 than the last price does not beat it. The decision and its reason are recorded as tags of the
 candidate version. Aliases are used, not the deprecated stages.
+
+Concurrency: registering and the read-decide-write of the gate run under
+:func:`~milkprice.registry.locks.registry_lock`, which holds for every process sharing the store
+(a file lock for SQLite, an advisory lock for PostgreSQL, a lease in the registry for an HTTP
+tracking server). Inside it, the alias is moved only if it still names the champion the
+decision was made against (compare-and-set); if it moved meanwhile (someone moved it by hand,
+or a lease expired during a very long re-scoring), the gate is run again against the new one.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from milkprice.months import Month
-from milkprice.registry.tracking import LoggedRun, mlflow_lock
+from milkprice.registry.tracking import LoggedRun, registry_lock
 
 __all__ = [
     "CHAMPION_ALIAS",
@@ -41,6 +51,8 @@ __all__ = [
 
 CHAMPION_ALIAS = "champion"
 VALIDATION_MONTH_TAG = "validation_month"
+GATE_SCORE_TAG = "gate_score"
+_MAX_DECISIONS = 5  # gate runs when the alias keeps moving under a decision (see the docstring)
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,8 @@ class Champion:
     version: str
     validation_month: Month
     model_uri: str
+    recorded_score: float | None = None
+    """Its out-of-sample gate score on its own validation month, when recorded."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +96,13 @@ def gate_score(metrics: Mapping[str, float]) -> float:
 def register_version(
     tracking_uri: str, model_name: str, logged: LoggedRun, tags: Mapping[str, str]
 ) -> str:
-    """Register the run's model as a new version of ``model_name``; return the version."""
+    """Register the run's model as a new version of ``model_name``; return the version.
+
+    Under the registry lock: a version number is ``max + 1``, which concurrent writers to a
+    database store would otherwise race for (MLflow retries that a few times, then fails).
+    """
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow_lock(tracking_uri):
+    with registry_lock(tracking_uri, model_name):
         version = mlflow.register_model(logged.model_uri, model_name, tags=dict(tags))
     return str(version.version)
 
@@ -101,8 +119,12 @@ def current_champion(client: MlflowClient, model_name: str) -> Champion | None:
             f"champion version {version.version} of {model_name!r} has no "
             f"{VALIDATION_MONTH_TAG!r} tag; tag it or move the alias by hand"
         )
+    recorded = version.tags.get(GATE_SCORE_TAG)
     return Champion(
-        str(version.version), Month.parse(month_text), f"models:/{model_name}/{version.version}"
+        str(version.version),
+        Month.parse(month_text),
+        f"models:/{model_name}/{version.version}",
+        float(recorded) if recorded else None,
     )
 
 
@@ -138,13 +160,17 @@ def decide_promotion(
             f"({champion.validation_month}, version {champion.version})",
             champion.version,
         )
-    champion_score = float(rescore_champion(champion))
+    same_month = candidate_month == champion.validation_month
+    if same_month and champion.recorded_score is not None:
+        champion_score, how = champion.recorded_score, "recorded out-of-sample"
+    else:
+        champion_score, how = float(rescore_champion(champion)), "re-scored"
     if score > champion_score:
         return PromotionDecision(
             candidate_version,
             False,
             f"score {score:.4f} is worse than champion version {champion.version} "
-            f"re-scored on {candidate_month} ({champion_score:.4f})",
+            f"{how} on {candidate_month} ({champion_score:.4f})",
             champion.version,
             champion_score,
         )
@@ -152,7 +178,7 @@ def decide_promotion(
         candidate_version,
         True,
         f"score {score:.4f} beats naive (1.0) and champion version {champion.version} "
-        f"({champion_score:.4f}) on {candidate_month}",
+        f"({how} {champion_score:.4f}) on {candidate_month}",
         champion.version,
         champion_score,
     )
@@ -169,17 +195,19 @@ def promote_if_better(
 ) -> PromotionDecision:
     """Decide, move the alias if the candidate wins, and tag the candidate with the decision.
 
-    The whole read-decide-write runs under the store's lock, so two runs finishing together
-    cannot both read the same champion and both take the alias.
+    The whole read-decide-write runs under the registry lock, so two runs finishing together,
+    on one machine or two, cannot both decide against the same champion and both take the
+    alias; the alias is set only while it still names the champion decided against.
     """
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
-    with mlflow_lock(tracking_uri):
-        decision = decide_promotion(
+    with registry_lock(tracking_uri, model_name):
+        decision = _decide_and_set(
+            client,
+            model_name,
             candidate_version=candidate_version,
             candidate_month=candidate_month,
             candidate_metrics=candidate_metrics,
-            champion=current_champion(client, model_name),
             rescore_champion=rescore_champion,
         )
         client.set_model_version_tag(
@@ -191,6 +219,40 @@ def promote_if_better(
         client.set_model_version_tag(
             model_name, candidate_version, "promotion_reason", decision.reason
         )
-        if decision.promoted:
-            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, candidate_version)
     return decision
+
+
+def _version_of(champion: Champion | None) -> str | None:
+    return champion.version if champion else None
+
+
+def _decide_and_set(
+    client: MlflowClient,
+    model_name: str,
+    *,
+    candidate_version: str,
+    candidate_month: Month,
+    candidate_metrics: Mapping[str, float],
+    rescore_champion: Callable[[Champion], float],
+) -> PromotionDecision:
+    """The gate against the current champion; the alias moves only if that is still it."""
+    for _ in range(_MAX_DECISIONS):
+        champion = current_champion(client, model_name)
+        decision = decide_promotion(
+            candidate_version=candidate_version,
+            candidate_month=candidate_month,
+            candidate_metrics=candidate_metrics,
+            champion=champion,
+            rescore_champion=rescore_champion,
+        )
+        if not decision.promoted:
+            return decision
+        if _version_of(current_champion(client, model_name)) != _version_of(champion):
+            continue  # the alias moved while the champion was re-scored: decide again
+        client.set_registered_model_alias(model_name, CHAMPION_ALIAS, candidate_version)
+        return decision
+    raise RuntimeError(
+        f"the {CHAMPION_ALIAS!r} alias of {model_name!r} moved during each of "
+        f"{_MAX_DECISIONS} promotion decisions for version {candidate_version}; is something "
+        "outside milkprice moving it?"
+    )

@@ -10,10 +10,8 @@ the ``milkprice`` package, which is shipped with the model (``code_paths``).
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
-from filelock import FileLock
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 import milkprice
@@ -29,6 +27,7 @@ from milkprice.data.schema import COLUMNS
 from milkprice.model.features import future_publication_dates
 from milkprice.model.forecast import MilkForecaster
 from milkprice.months import Month
+from milkprice.registry.locks import mlflow_lock, registry_lock
 
 __all__ = [
     "LoggedRun",
@@ -36,11 +35,11 @@ __all__ = [
     "configure_mlflow",
     "log_training_run",
     "mlflow_lock",
+    "registry_lock",
     "run_url",
 ]
 
 MODEL_NAME_IN_RUN = "model"
-_LOCK_TIMEOUT_S = 600
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,12 @@ def configure_mlflow(tracking_uri: str, experiment: str) -> str:
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow_lock(tracking_uri):
         if mlflow.get_experiment_by_name(experiment) is None:
-            mlflow.create_experiment(experiment, artifact_location=_artifact_root(tracking_uri))
+            try:
+                mlflow.create_experiment(experiment, artifact_location=_artifact_root(tracking_uri))
+            except MlflowException as exc:
+                # A worker on another machine created it first (the file lock covers one).
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
         return mlflow.set_experiment(experiment).experiment_id
 
 
@@ -107,19 +111,6 @@ def _artifact_root(tracking_uri: str) -> str | None:
         return None
     database = Path(tracking_uri[len(prefix) :]).resolve()
     return (database.parent / "mlruns").as_uri()
-
-
-@contextmanager
-def mlflow_lock(tracking_uri: str) -> Iterator[None]:
-    """Serialize writes to one tracking store across threads and processes of this machine.
-
-    Parallel backfill runs share the SQLite store and the ``champion`` alias: writing under one
-    file lock keeps SQLite from "database is locked" and keeps two runs from racing the alias.
-    """
-    digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
-    lock = FileLock(Path(tempfile.gettempdir()) / f"milkprice-mlflow-{digest}.lock")
-    with lock.acquire(timeout=_LOCK_TIMEOUT_S):
-        yield
 
 
 def run_url(tracking_uri: str, experiment_id: str, run_id: str, ui_url: str) -> str:
