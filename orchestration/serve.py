@@ -1,9 +1,11 @@
-"""Deployments in code, served together by one long-running process.
+"""Deployments in code: served together by one long-running process, or deployed to a pool.
 
 ``milkprice serve`` (or :func:`serve_all`) serves every deployment of :data:`DEPLOYMENTS` with
 one :func:`prefect.serve` call; ``python orchestration/flows/main_flow.py`` (or
 :func:`serve_training`) serves ``train-milk-model`` alone. A deployment is a builder function
 returning a ``RunnerDeployment``; adding one is adding its builder to :data:`DEPLOYMENTS`.
+``milkprice deploy --pool NAME`` (:mod:`orchestration.pool`) registers the same definitions,
+those of :data:`POOL_DEPLOYMENTS`, on a work pool instead: one list, two ways to execute it.
 
 Serving needs a real Prefect server (``make up``, or ``prefect server start``): without
 ``PREFECT_API_URL`` Prefect would start a temporary server with no scheduler and no UI, where
@@ -15,13 +17,14 @@ from __future__ import annotations
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 
 from milkprice.settings import get_settings
+from orchestration.flows.backfill_flow import backfill
 from orchestration.flows.forecast_flow import forecast
 from orchestration.flows.main_flow import main
 from orchestration.flows.monitor_flow import monitor
@@ -32,13 +35,16 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
 __all__ = [
+    "BACKFILL_MONTHS",
     "DAILY_FORECAST",
     "DAILY_TEST",
     "DEPLOYMENTS",
     "MONTHLY_MONITOR",
+    "POOL_DEPLOYMENTS",
     "TRAIN_MILK_MODEL",
     "DeploymentBuilder",
     "PrefectApiUnavailableError",
+    "backfill_months_deployment",
     "check_prefect_api",
     "daily_forecast_deployment",
     "daily_test_deployment",
@@ -53,16 +59,26 @@ TRAIN_MILK_MODEL = "train-milk-model"
 DAILY_TEST = "daily-test"
 DAILY_FORECAST = "daily-forecast"
 MONTHLY_MONITOR = "monthly-monitor"
+BACKFILL_MONTHS = "backfill-months"
 _HEALTH_TIMEOUT_S = 5.0
-# One run at a time per deployment: a scheduled run and a backfill of the same month (or two
-# backfills) must not train and register the same month side by side.
+# One run at a time per deployment of the serving process: one machine, and the forecast and
+# monitor runs write the same files. In a work pool the training runs may go side by side on
+# several workers (the registry lock makes their promotions safe): how many at once is the
+# workers' `--limit` and the pool's concurrency limit to decide.
 _CONCURRENCY_LIMIT = 1
 
 # The serving process runs each flow run in a subprocess that imports the flow again: by module
 # path (the installed package), so serving works from any working directory.
 _ENTRYPOINT = EntrypointType.MODULE_PATH
 
-DeploymentBuilder = Callable[[], "RunnerDeployment"]
+
+class DeploymentBuilder(Protocol):
+    """Builds one deployment; ``pooled``: for a work pool rather than the serving process."""
+
+    def __call__(self, *, pooled: bool = False) -> RunnerDeployment:
+        """The deployment, with its schedules, triggers, parameters and limits."""
+        ...
+
 
 # Flow parameters of a run an event triggers: the lake and the month named in its payload.
 _MONTH_FROM_EVENT = {
@@ -82,11 +98,12 @@ class PrefectApiUnavailableError(RuntimeError):
     """No Prefect server to serve into: the message says how to start one."""
 
 
-def train_milk_model_deployment() -> RunnerDeployment:
+def train_milk_model_deployment(*, pooled: bool = False) -> RunnerDeployment:
     """The monthly training run: on the 2nd at 06:00 UTC, for the previous calendar month.
 
     With MILKPRICE_RETRAIN_ON_ALERT=true (read when serving starts) also at once on a
-    ``milkprice.alert.accuracy`` event, for the source and month in its payload.
+    ``milkprice.alert.accuracy`` event, for the source and month in its payload. In a pool
+    (``pooled``) it has no concurrency limit of its own: the pool's workers share the runs.
     """
     settings = get_settings()
     model = settings.registered_model
@@ -105,13 +122,16 @@ def train_milk_model_deployment() -> RunnerDeployment:
         tags=["milk", "training"],
         description="Train on the 12 months before the validation month, validate, register, "
         "promote if better. year=0, month=0 means the previous calendar month.",
-        concurrency_limit=_CONCURRENCY_LIMIT,
+        concurrency_limit=None if pooled else _CONCURRENCY_LIMIT,
         entrypoint_type=_ENTRYPOINT,
     )
 
 
-def daily_test_deployment() -> RunnerDeployment:
-    """A daily smoke run of the same flow on the local lake (previous calendar month)."""
+def daily_test_deployment(*, pooled: bool = False) -> RunnerDeployment:
+    """A daily smoke run of the same flow on the local lake (previous calendar month).
+
+    Serving only: "the local lake" means the serving machine's; a pool's workers have their own.
+    """
     return main.to_deployment(
         name=DAILY_TEST,
         cron="0 8 * * *",
@@ -123,7 +143,7 @@ def daily_test_deployment() -> RunnerDeployment:
     )
 
 
-def daily_forecast_deployment() -> RunnerDeployment:
+def daily_forecast_deployment(*, pooled: bool = False) -> RunnerDeployment:
     """The batch forecast: every evening at 23:00 UTC, and as soon as a champion is promoted."""
     # Read when `serve` starts (an entry point), never at import: the trigger listens to the
     # model this serving process's settings name.
@@ -147,7 +167,7 @@ def daily_forecast_deployment() -> RunnerDeployment:
     )
 
 
-def monthly_monitor_deployment() -> RunnerDeployment:
+def monthly_monitor_deployment(*, pooled: bool = False) -> RunnerDeployment:
     """Accuracy of the stored forecasts: on the 3rd at 07:00 UTC, and when prices arrive."""
     return monitor.to_deployment(
         name=MONTHLY_MONITOR,
@@ -168,12 +188,33 @@ def monthly_monitor_deployment() -> RunnerDeployment:
     )
 
 
+def backfill_months_deployment(*, pooled: bool = False) -> RunnerDeployment:
+    """Backfills started from the UI's form: one ``train-milk-model`` run per month.
+
+    No schedule and no trigger; one backfill at a time (its month runs go in parallel).
+    """
+    return backfill.to_deployment(
+        name=BACKFILL_MONTHS,
+        tags=["milk", "backfill"],
+        description="Train every month from start to end (YYYY-MM) on train-milk-model, "
+        "skipping months already complete for the same data and code unless force; the result "
+        "table is the milk-price-backfill artifact.",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+    )
+
+
 # Every deployment `milkprice serve` serves; later issues add theirs here (one line each).
 DEPLOYMENTS: list[DeploymentBuilder] = [
     train_milk_model_deployment,
     daily_test_deployment,
     daily_forecast_deployment,
     monthly_monitor_deployment,
+    backfill_months_deployment,
+]
+# Those `milkprice deploy --pool` registers on a work pool: all but the serving machine's smoke test.
+POOL_DEPLOYMENTS: list[DeploymentBuilder] = [
+    build for build in DEPLOYMENTS if build is not daily_test_deployment
 ]
 
 
@@ -230,6 +271,15 @@ def serve_deployments(
         return 2
     from prefect import serve  # noqa: PLC0415 - heavy import, only when serving
 
+    from orchestration.crash_detection import (  # noqa: PLC0415 - Prefect client, only here
+        enable_heartbeats,
+        ensure_crash_detection,
+    )
+
+    # A killed serve must not leave its runs Running forever: the flow-run subprocesses inherit
+    # the heartbeat setting, and the server's automation marks a silent run Crashed.
+    enable_heartbeats()
+    ensure_crash_detection()
     deployments = [build() for build in builders]
     names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
     print(f"serving {names} into {api_url}", flush=True)
