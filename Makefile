@@ -11,6 +11,8 @@ PYTEST_ARGS ?=
 export DO_NOT_TRACK ?= true
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export MLFLOW_DISABLE_TELEMETRY ?= true
+# A one-off run on a busy machine: Prefect's temporary server gets longer than its 20 s to start.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
 .DEFAULT_GOAL := help
 .PHONY: help .venv lock run test e2e bench lint format clean
@@ -68,14 +70,21 @@ format: .venv  ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Background stack on 127.0.0.1: Prefect server, MLflow UI, `milkprice serve`. Logs and pid files
-# under STATE_DIR (default .state/); ports PREFECT_PORT (4200) and MLFLOW_PORT (5000).
-.PHONY: up down
-up: .venv  ## Start Prefect server, MLflow UI and `milkprice serve` in the background
-	$(BIN)/python -m orchestration.stack up
+# Background stack on 127.0.0.1 under supervisord: config, socket, logs under STATE_DIR (default
+# .state/). `make up`: Prefect server, MLflow UI, `milkprice serve` on PREFECT_PORT (4200) and
+# MLFLOW_PORT (5000). `make up STACK=cluster`: PostgreSQL, S3 (moto), Prefect and MLflow servers,
+# a Dask cluster and two Prefect workers on a work pool, on free ports (see STATE_DIR/stack.json).
+STACK ?= local
+.PHONY: up down status
+up: .venv  ## Start the stack in the background (STACK=local, the default, or STACK=cluster)
+	@case "$(STACK)" in local|cluster) ;; *) echo "make up: STACK must be local or cluster, not '$(STACK)'" >&2; exit 2;; esac
+	$(BIN)/python -m orchestration.stack up $(if $(filter cluster,$(STACK)),--cluster)
 
-down:  ## Stop exactly what `make up` started (by its pid files)
+down:  ## Stop exactly what `make up` started (supervisord shutdown, nothing left behind)
 	$(BIN)/python -m orchestration.stack down
+
+status:  ## Show the stack's programs (supervisorctl status) and addresses
+	$(BIN)/python -m orchestration.stack status
 
 clean:  ## Remove caches and build output (keeps .venv and the data/ lake)
 	rm -rf build dist .pytest_cache .ruff_cache *.egg-info

@@ -1,412 +1,349 @@
-"""``make up`` / ``make down``: a local Prefect server, the MLflow UI and ``milkprice serve``.
+"""``make up`` / ``make down``: the background stacks, run by supervisord.
 
-``python -m orchestration.stack up`` starts the three on 127.0.0.1 in the background, each in a
-process group of its own, with its log and pid file under one state folder (default
-``.state/``), waits until each answers and prints their addresses. ``down`` stops exactly the
-process groups its pid files name, and only if each pid still belongs to the process ``up``
-started (its start time is recorded), never anything found by name or port.
+``milkprice stack up`` (``python -m orchestration.stack up``, ``make up``) starts the local
+stack: a Prefect server (SQLite under ``<state>/prefect``), the MLflow UI and ``milkprice
+serve``, on 127.0.0.1 ports ``PREFECT_PORT`` (4200) and ``MLFLOW_PORT`` (5000), and fills an
+empty lake with the demo data. ``up --cluster`` (``make up STACK=cluster``) starts the cluster
+stack of :mod:`orchestration.stack_cluster` (PostgreSQL, S3, Prefect and MLflow servers, a Dask
+cluster and two Prefect workers on a work pool) on free ports.
 
-Options come from the command line or the environment: ``STATE_DIR``, ``PREFECT_PORT``
-(4200), ``MLFLOW_PORT`` (5000). The Prefect server gets ``PREFECT_SERVER_API_HOST/PORT``, so its
-UI calls the port it runs on, and ``PREFECT_HOME`` under the state folder, so its SQLite
-database lives there.
+Each stack is one supervisord (:mod:`orchestration.stack_supervisor`) with its generated config
+``<state>/supervisord-<stack>.conf``, its socket and pid file in the state folder (``STATE_DIR``,
+default ``.state``) and every log under ``<state>/logs/``. supervisord starts, stops and
+restarts the processes; milkprice keeps only its own readiness checks
+(:mod:`orchestration.stack_ready`) and the order of the steps. Look at a running stack with
+``milkprice stack status`` or supervisord's own tools::
+
+    supervisorctl -c .state/supervisord-local.conf status
+    supervisorctl -c .state/supervisord-cluster.conf tail -f prefect-worker-1
+
+``up`` writes ``<state>/stack.json`` (URLs, the environment a user needs, the pids supervisord
+reported) and prints ``export`` lines; ``down`` shuts supervisord down, checks that no process it
+ran (nor any of their children) is left, and removes ``stack.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-__all__ = ["Component", "StackConfig", "main", "stack_down", "stack_up"]
+import typer
 
+from orchestration.stack_ready import deployment_polled, http_ok
+from orchestration.stack_supervisor import (
+    Program,
+    Supervisor,
+    SupervisorError,
+    run_step,
+    wait_until,
+)
+
+__all__ = [
+    "STACKS",
+    "StackError",
+    "main",
+    "read_stack_file",
+    "stack_app",
+    "stack_down",
+    "stack_status",
+    "stack_up",
+]
+
+STACKS = ("local", "cluster")
+STACK_FILE = "stack.json"
+_HOST = "127.0.0.1"
 _BIN = Path(sys.executable).parent
-_START_TIMEOUT_S = 180.0
-_STOP_TIMEOUT_S = 20.0
+_START_TIMEOUT_S = 240.0
 _SERVE_DEPLOYMENT = "milk-price-training/train-milk-model"
 
 
 class StackError(RuntimeError):
-    """A component could not start; the message names it and its log."""
+    """A stack could not start; the message names the program and its log."""
 
 
-@dataclass(frozen=True)
-class StackConfig:
-    """Where the stack keeps its state and which loopback ports it uses."""
-
-    state_dir: Path
-    prefect_port: int = 4200
-    mlflow_port: int = 5000
-    host: str = "127.0.0.1"
-
-    @property
-    def prefect_api_url(self) -> str:
-        """``PREFECT_API_URL`` of the stack's server."""
-        return f"http://{self.host}:{self.prefect_port}/api"
-
-    @property
-    def mlflow_url(self) -> str:
-        """Address of the MLflow UI."""
-        return f"http://{self.host}:{self.mlflow_port}"
-
-    def pid_file(self, name: str) -> Path:
-        """Pid file of a component."""
-        return self.state_dir / "pids" / f"{name}.json"
-
-    def log_file(self, name: str) -> Path:
-        """Log of a component."""
-        return self.state_dir / "logs" / f"{name}.log"
-
-
-@dataclass(frozen=True)
-class Component:
-    """One background process of the stack and how to tell it is ready."""
-
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    port: int | None
-    ready: Callable[[float], bool]  # called with the start time (epoch seconds)
-    url: str
-
-
-# --- processes: start time as identity, process groups ------------------------------------------
-
-
-def _start_token(pid: int) -> str | None:
-    """Start time of ``pid`` (identifies it across pid reuse), or ``None`` if it is gone."""
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.parent.parent.is_dir() and Path("/proc/self/stat").exists():
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return None if fields[0] == "Z" else fields[19]  # state, starttime (field 22)
-    result = subprocess.run(
-        ["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, check=False
-    )
-    return result.stdout.strip() or None
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process (zombies aside) is left in process group ``pgid``."""
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":  # pgrp is field 5
-            return True
-    return False
-
-
-def _read_pid_file(path: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _running(path: Path) -> dict[str, Any] | None:
-    """The pid file's record if its process is still the one that was started."""
-    record = _read_pid_file(path)
-    if record is None:
-        return None
-    pid = int(record["pid"])
-    return record if _start_token(pid) == record.get("start") else None
-
-
-def _stop_group(pgid: int) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after a grace period."""
-    for sig, grace in ((signal.SIGTERM, _STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.2)
-
-
-# --- readiness ---------------------------------------------------------------------------------
-
-
-def _get_json(url: str) -> object | None:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:  # loopback only
-            return json.loads(response.read() or b"null")
-    except (OSError, ValueError):
-        return None
-
-
-def _answers(url: str) -> Callable[[float], bool]:
-    def ready(_started: float) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as response:
-                return response.status == 200
-        except (OSError, ValueError):
-            return False
-
-    return ready
-
-
-def _deployment_polled(api_url: str, name: str) -> Callable[[float], bool]:
-    """Ready when the deployment's runner has polled the server since the process started."""
-
-    def ready(started: float) -> bool:
-        found = _get_json(f"{api_url}/deployments/name/{name}")
-        if not isinstance(found, dict) or not found.get("last_polled"):
-            return False
-        polled = datetime.fromisoformat(str(found["last_polled"]).replace("Z", "+00:00"))
-        return polled.timestamp() >= started and found.get("status") == "READY"
-
-    return ready
-
-
-def _port_free(host: str, port: int) -> bool:
+def _port_free(port: int) -> bool:
     with socket.socket() as sock:
-        return sock.connect_ex((host, port)) != 0
+        return sock.connect_ex((_HOST, port)) != 0
 
 
-# --- the stack ---------------------------------------------------------------------------------
+def read_stack_file(state_dir: Path) -> dict[str, object] | None:
+    """``<state>/stack.json`` of the running stack, or ``None``."""
+    try:
+        found = json.loads((state_dir / STACK_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
-def _components(config: StackConfig, environ: Mapping[str, str]) -> list[Component]:
-    base = {**environ, "PYTHONUNBUFFERED": "1"}
-    prefect_env = {
-        **base,
-        "PREFECT_HOME": str((config.state_dir / "prefect").resolve()),
-        "PREFECT_SERVER_API_HOST": config.host,
-        "PREFECT_SERVER_API_PORT": str(config.prefect_port),
-        "PREFECT_API_URL": config.prefect_api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
+def _write_stack_file(state_dir: Path, info: Mapping[str, object]) -> Path:
+    path = state_dir / STACK_FILE
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(info, indent=2) + "\n")
+    temporary.replace(path)
+    return path
+
+
+# --- the local stack ---------------------------------------------------------------------------
+
+
+def _local_up(
+    supervisor: Supervisor,
+    environ: Mapping[str, str],
+    prefect_port: int,
+    mlflow_port: int,
+    *,
+    demo: bool,
+) -> dict[str, object]:
+    """Prefect server + MLflow UI (+ demo lake), then ``milkprice serve`` once they answer."""
+    api_url = f"http://{_HOST}:{prefect_port}/api"
+    mlflow_url = f"http://{_HOST}:{mlflow_port}"
     tracking_uri = environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
-    serve_env = {
-        **base,
-        "PREFECT_API_URL": config.prefect_api_url,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MILKPRICE_MLFLOW_UI_URL": environ.get("MILKPRICE_MLFLOW_UI_URL", config.mlflow_url),
-    }
-    components = [
-        Component(
+    with_mlflow = not tracking_uri.startswith(("http://", "https://"))  # else a server exists
+    for name, port in (("PREFECT_PORT", prefect_port), ("MLFLOW_PORT", mlflow_port)):
+        if (with_mlflow or name == "PREFECT_PORT") and not _port_free(port):
+            raise StackError(
+                f"port {port} on {_HOST} is already in use; stop what uses it or choose "
+                f"another port ({name}=...)"
+            )
+    programs = [
+        Program(
             "prefect",
             [str(_BIN / "prefect"), "server", "start"],
-            prefect_env,
-            config.prefect_port,
-            _answers(f"{config.prefect_api_url}/health"),
-            f"http://{config.host}:{config.prefect_port}",
-        )
+            {
+                "PREFECT_HOME": str(supervisor.state_dir / "prefect"),
+                "PREFECT_SERVER_API_HOST": _HOST,
+                "PREFECT_SERVER_API_PORT": str(prefect_port),
+                "PREFECT_API_URL": api_url,
+            },
+            priority=10,
+        ),
+        Program(
+            "serve",
+            [sys.executable, "-m", "orchestration.cli", "serve"],
+            {
+                "PREFECT_API_URL": api_url,
+                "MLFLOW_TRACKING_URI": tracking_uri,
+                "MILKPRICE_MLFLOW_UI_URL": environ.get("MILKPRICE_MLFLOW_UI_URL", mlflow_url),
+            },
+            priority=30,
+        ),
     ]
-    if not tracking_uri.startswith(("http://", "https://")):  # else a tracking server exists
-        components.append(
-            Component(
+    checks = {"prefect": http_ok(f"{api_url}/health")}
+    if with_mlflow:
+        programs.append(
+            Program(
                 "mlflow",
                 [
                     *(str(_BIN / "mlflow"), "server", "--backend-store-uri", tracking_uri),
-                    *("--host", config.host, "--port", str(config.mlflow_port)),
-                    *("--workers", "1"),
+                    *("--host", _HOST, "--port", str(mlflow_port), "--workers", "1"),
                 ],
                 # MLflow's background job runner (a handful of huey workers) is not used here.
-                {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **base},
-                config.mlflow_port,
-                _answers(f"{config.mlflow_url}/health"),
-                config.mlflow_url,
+                {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                priority=10,
             )
         )
-    components.append(
-        Component(
-            "serve",
-            [sys.executable, "-m", "orchestration.cli", "serve"],
-            serve_env,
-            None,
-            _deployment_polled(config.prefect_api_url, _SERVE_DEPLOYMENT),
-            f"http://{config.host}:{config.prefect_port}/deployments",
-        )
+        checks["mlflow"] = http_ok(f"{mlflow_url}/health")
+    supervisor.write_config(programs, Path.cwd())
+    supervisor.start_daemon({**environ, "PYTHONUNBUFFERED": "1"})
+    supervisor.start(*checks)
+    if demo:  # the served flow needs data to train on
+        command = [sys.executable, "-m", "orchestration.cli", "data", "demo", "--if-empty"]
+        print(f"demo lake: {' '.join(run_step(supervisor, 'demo', command, environ).split())}")
+    wait_until(supervisor, checks, _START_TIMEOUT_S)
+    supervisor.start("serve")
+    since = float(supervisor.rpc().supervisor.getProcessInfo("serve")["start"])
+    wait_until(
+        supervisor,
+        {"serve": deployment_polled(api_url, _SERVE_DEPLOYMENT, since)},
+        _START_TIMEOUT_S,
     )
-    return components
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _start(config: StackConfig, component: Component) -> dict[str, Any]:
-    if component.port is not None and not _port_free(config.host, component.port):
-        raise StackError(
-            f"{component.name}: port {component.port} on {config.host} is already in use; stop "
-            f"what uses it or choose another port ({component.name.upper()}_PORT=...)"
-        )
-    log = config.log_file(component.name)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            component.command,
-            env=component.env,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: `down` stops it and its children
-        )
-    record: dict[str, Any] = {
-        "pid": process.pid,
-        "pgid": process.pid,
-        "start": _start_token(process.pid),
-        "command": component.command,
-        "port": component.port,
-        "url": component.url,
-        "log": str(log),
+    return {
+        "stack": "local",
+        "prefect_api_url": api_url,
+        "prefect_ui_url": f"http://{_HOST}:{prefect_port}",
+        "mlflow_tracking_uri": tracking_uri,
+        "mlflow_url": mlflow_url if with_mlflow else tracking_uri,
+        "serve_deployments_url": f"http://{_HOST}:{prefect_port}/deployments",
+        "env": {"PREFECT_API_URL": api_url, "MLFLOW_TRACKING_URI": tracking_uri},
     }
-    pid_file = config.pid_file(component.name)
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(json.dumps(record, indent=2))
-    return record
 
 
-def _wait_ready(component: Component, process_pid: int, started: float, log: Path) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if component.ready(started):
-            return
-        if _start_token(process_pid) is None:
-            raise StackError(f"{component.name} exited during start-up; log {log}:\n{_tail(log)}")
-        time.sleep(0.5)
-    raise StackError(
-        f"{component.name} did not answer within {_START_TIMEOUT_S:.0f}s; log {log}:\n{_tail(log)}"
-    )
+# --- up / down / status ------------------------------------------------------------------------
 
 
-def _fill_demo_lake(config: StackConfig, environ: Mapping[str, str]) -> None:
-    """``milkprice data demo --if-empty``: the served flow needs data to train on."""
-    log = config.log_file("demo")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as sink:
-        result = subprocess.run(
-            [sys.executable, "-m", "orchestration.cli", "data", "demo", "--if-empty"],
-            env=dict(environ),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if result.returncode != 0:
-        raise StackError(f"`milkprice data demo --if-empty` failed; log {log}:\n{_tail(log)}")
-    print(f"demo lake: {' '.join(_tail(log, 2).split())}")
+def stack_up(
+    state_dir: Path,
+    *,
+    cluster: bool = False,
+    prefect_port: int = 4200,
+    mlflow_port: int = 5000,
+    demo: bool = True,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, object]:
+    """Start a stack (nothing if it already runs); return what ``stack.json`` records.
 
+    On any failure the stack's supervisord is shut down: nothing half-started is left.
 
-def stack_up(config: StackConfig, environ: Mapping[str, str] | None = None) -> list[Component]:
-    """Start what is not running yet, wait until everything answers; stop it all on failure.
-
-    The servers boot while the demo lake is written; ``serve`` starts once they answer.
+    Raises:
+        StackError: the other stack runs in this state folder, a port is taken, or a program
+            did not become ready (the message has the tail of its log).
     """
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    kind, other = ("cluster", "local") if cluster else ("local", "cluster")
+    if Supervisor(state_dir, other).running():
+        raise StackError(
+            f"the {other} stack runs in {state_dir}: stop it first (`make down`) or use another "
+            "STATE_DIR"
+        )
+    supervisor = Supervisor(state_dir, kind)
+    if supervisor.running():
+        print(f"the {kind} stack already runs (supervisorctl -c {supervisor.conf} status)")
+        return read_stack_file(state_dir) or {"stack": kind}
     environ = dict(os.environ if environ is None else environ)
-    components = _components(config, environ)
-    started_now: list[str] = []
-    pending: list[tuple[Component, dict[str, Any], float]] = []
-
-    def launch(component: Component) -> None:
-        if (record := _running(config.pid_file(component.name))) is not None:
-            print(f"{component.name}: already running (pid {record['pid']})")
-            return
-        started = time.time()
-        record = _start(config, component)
-        started_now.append(component.name)
-        pending.append((component, record, started))
-
-    def wait_all() -> None:
-        while pending:
-            component, record, started = pending.pop(0)
-            _wait_ready(component, int(record["pid"]), started, config.log_file(component.name))
-            print(f"{component.name}: up (pid {record['pid']}, log {record['log']})")
-
     try:
-        for component in components[:-1]:
-            launch(component)
-        _fill_demo_lake(config, environ)
-        wait_all()
-        launch(components[-1])  # serve: needs the server up and the lake filled
-        wait_all()
-    except BaseException:
-        stack_down(config, names=started_now)
-        raise
-    return components
+        if cluster:
+            from orchestration.stack_cluster import cluster_up  # noqa: PLC0415
 
-
-def stack_down(config: StackConfig, names: list[str] | None = None) -> list[str]:
-    """Stop the process groups of the stack's pid files (``names``: only those); return them."""
-    pid_dir = config.state_dir / "pids"
-    chosen = names if names is not None else ["serve", "mlflow", "prefect"]
-    stopped = []
-    for name in chosen:
-        path = pid_dir / f"{name}.json"
-        if not path.exists():
-            continue
-        record = _running(path)
-        if record is None:
-            print(f"{name}: not running (stale pid file removed)")
+            info = cluster_up(supervisor, environ, demo=demo)
         else:
-            _stop_group(int(record["pgid"]))
-            stopped.append(name)
-            print(f"{name}: stopped (pid {record['pid']})")
-        path.unlink(missing_ok=True)
+            info = _local_up(supervisor, environ, prefect_port, mlflow_port, demo=demo)
+        info["supervisord_conf"] = str(supervisor.conf)
+        info["logs"] = str(supervisor.log_dir)
+        info["processes"] = {p["name"]: int(p["pid"]) for p in supervisor.processes()}
+        _write_stack_file(state_dir, info)
+    except BaseException as exc:
+        if supervisor.running():
+            supervisor.shutdown()
+        if isinstance(exc, (SupervisorError, RuntimeError, TimeoutError)):
+            raise StackError(str(exc)) from exc
+        raise
+    return info
+
+
+def stack_down(state_dir: Path) -> list[str]:
+    """Shut down every stack running in ``state_dir``; return the programs that were stopped."""
+    state_dir = state_dir.resolve()
+    stopped = []
+    for kind in STACKS:
+        supervisor = Supervisor(state_dir, kind)
+        if not supervisor.running():
+            continue
+        names = [str(p["name"]) for p in supervisor.processes() if int(p["pid"]) > 0]
+        left = supervisor.shutdown()
+        for name in names:
+            print(f"{kind}: {name} stopped")
+        if left:
+            print(f"{kind}: killed what outlived supervisord: {', '.join(left)}")
+        stopped += names
+    (state_dir / STACK_FILE).unlink(missing_ok=True)
     return stopped
 
 
-def _config(args: argparse.Namespace) -> StackConfig:
-    return StackConfig(Path(args.state_dir), int(args.prefect_port), int(args.mlflow_port))
+def stack_status(state_dir: Path) -> int:
+    """Print every program of the running stack; 0 if all run, 1 if not, 3 if none is up."""
+    state_dir = state_dir.resolve()
+    for kind in STACKS:
+        supervisor = Supervisor(state_dir, kind)
+        if not supervisor.running():
+            continue
+        processes = supervisor.processes()
+        print(f"{kind} stack (supervisorctl -c {supervisor.conf} status):")
+        for info in processes:
+            print(f"  {info['name']:18} {info['statename']:9} {info['description']}")
+        print(_summary(read_stack_file(state_dir) or {}))
+        return 0 if all(p["statename"] == "RUNNING" for p in processes) else 1
+    print(f"no stack runs in {state_dir} (start one with `make up`)")
+    return 3
+
+
+def _summary(info: Mapping[str, object]) -> str:
+    urls = {key: value for key, value in info.items() if key.endswith(("_url", "_uri", "address"))}
+    lines = [f"  {key:22} {value}" for key, value in urls.items()]
+    env = info.get("env")
+    if isinstance(env, dict):
+        lines += ["", "# the stack's environment, for milkprice and prefect commands:"]
+        lines += [f"export {key}={value}" for key, value in env.items()]
+    return "\n".join(lines)
+
+
+# --- command line ------------------------------------------------------------------------------
+
+stack_app = typer.Typer(
+    name="stack",
+    help="Start, inspect and stop the background stack (supervisord; `make up` / `make down`).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+StateDirOption = Annotated[
+    Path, typer.Option("--state-dir", envvar="STATE_DIR", help="State folder (logs, config).")
+]
+
+
+@stack_app.command("up")
+def up_command(
+    state_dir: StateDirOption = Path(".state"),
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="PostgreSQL, S3, Prefect and MLflow servers, Dask and two Prefect workers.",
+        ),
+    ] = False,
+    prefect_port: Annotated[
+        int, typer.Option(envvar="PREFECT_PORT", help="Local stack: Prefect server port.")
+    ] = 4200,
+    mlflow_port: Annotated[
+        int, typer.Option(envvar="MLFLOW_PORT", help="Local stack: MLflow UI port.")
+    ] = 5000,
+    demo: Annotated[
+        bool, typer.Option("--demo/--no-demo", help="Fill an empty lake with the demo data.")
+    ] = True,
+) -> None:
+    """Start the stack in the background and wait until every program answers."""
+    try:
+        info = stack_up(
+            state_dir,
+            cluster=cluster,
+            prefect_port=prefect_port,
+            mlflow_port=mlflow_port,
+            demo=demo,
+        )
+    except StackError as exc:
+        print(f"error: stack up: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    print(f"\nThe {info['stack']} stack is up:\n{_summary(info)}")
+    print(
+        f"\nlogs: {state_dir}/logs/  -  `milkprice stack status`, "
+        f"`supervisorctl -c {info.get('supervisord_conf')} status`  -  stop with `make down`"
+    )
+
+
+@stack_app.command("down")
+def down_command(state_dir: StateDirOption = Path(".state")) -> None:
+    """Stop exactly what `up` started (supervisord and every program it runs)."""
+    if not stack_down(state_dir):
+        print(f"nothing of the stack was running (state folder {state_dir})")
+
+
+@stack_app.command("status")
+def status_command(state_dir: StateDirOption = Path(".state")) -> None:
+    """Show each program's state and the stack's URLs (exit 3 when no stack runs)."""
+    raise typer.Exit(stack_status(state_dir))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m orchestration.stack up|down``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m orchestration.stack")
-    parser.add_argument("action", choices=["up", "down"])
-    parser.add_argument("--state-dir", default=os.environ.get("STATE_DIR") or ".state")
-    parser.add_argument("--prefect-port", default=os.environ.get("PREFECT_PORT") or 4200)
-    parser.add_argument("--mlflow-port", default=os.environ.get("MLFLOW_PORT") or 5000)
-    args = parser.parse_args(argv)
-    config = _config(args)
-    if args.action == "down":
-        if not stack_down(config):
-            print(f"nothing of the stack was running (state folder {config.state_dir})")
-        return 0
+    """``python -m orchestration.stack up|down|status [--cluster]``; returns the exit status."""
     try:
-        components = stack_up(config)
-    except StackError as exc:
-        print(f"error: make up: {exc}", file=sys.stderr)
-        return 1
-    print("\nThe stack is up:")
-    for component in components:
-        print(f"  {component.name:8} {component.url}")
-    print(
-        f"\nexport PREFECT_API_URL={config.prefect_api_url}   # for prefect/milkprice commands\n"
-        f"logs and pid files: {config.state_dir}/  -  stop everything with `make down`"
-    )
+        stack_app(args=argv)
+    except SystemExit as exc:  # click always ends with it in standalone mode
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return 0
 
 

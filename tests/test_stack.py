@@ -1,32 +1,23 @@
-"""`make up` / `make down` on a fresh state folder: everything answers, then nothing is left."""
+"""`make up` / `make status` / `make down` on a fresh state folder (the local stack).
+
+Everything answers while it is up; afterwards no process supervisord reported (nor a child of
+one) is alive and the ports are free.
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import REPO_ROOT, free_port, http_json, training_env
 
 from milkprice.data.lake import Lake
-
-pytestmark = pytest.mark.e2e
-
-
-def _alive_in_group(pgid: int) -> list[int]:
-    """Pids of processes (zombies aside) still in process group ``pgid``."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
 
 
 def _port_open(port: int) -> bool:
@@ -47,8 +38,43 @@ def _make(target: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="checks processes in /proc")
-def test_make_up_then_down_on_a_fresh_state_folder(tmp_path):
+def _supervisorctl(conf: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "supervisorctl"), "-c", str(conf), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_generated_config_reads_back_through_supervisords_own_parser(tmp_path):
+    from supervisor.options import ServerOptions
+
+    from orchestration.stack_supervisor import Program, Supervisor, SupervisorError
+
+    supervisor = Supervisor(tmp_path, "local")
+    program = Program(
+        "web",
+        ["/bin/echo", "100%", "two words"],
+        {"URL": "http://127.0.0.1:1/?q=1%2C2", "LIST": "a,b"},
+        priority=5,
+        stopsignal="INT",
+    )
+    options = ServerOptions()
+    options.realize(args=["-c", str(supervisor.write_config([program], tmp_path))])
+    parsed = options.process_group_configs[0].process_configs[0]
+    assert shlex.split(parsed.command) == program.command  # `%` and spaces survive
+    assert parsed.environment == program.env
+    assert (parsed.priority, parsed.autostart, parsed.stopasgroup) == (5, False, True)
+    assert parsed.stdout_logfile == str(tmp_path / "logs" / "web.log")
+    assert options.serverurl == f"unix://{supervisor.socket}"
+    with pytest.raises(SupervisorError, match="QUOTED"):
+        supervisor.write_config([Program("bad", ["/bin/true"], {"QUOTED": 'say "hi"'})], tmp_path)
+
+
+@pytest.mark.e2e
+def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
     env = training_env(tmp_path, None)
     lake_root = tmp_path / "empty-lake"  # `make up` fills an empty lake with the demo
     state = tmp_path / "state"
@@ -59,31 +85,52 @@ def test_make_up_then_down_on_a_fresh_state_folder(tmp_path):
         PREFECT_PORT=str(prefect_port),
         MLFLOW_PORT=str(mlflow_port),
     )
+    processes: list[psutil.Process] = []
     try:
         up = _make("up", env)
         assert up.returncode == 0, up.stdout + up.stderr
-        records = {p.stem: json.loads(p.read_text()) for p in (state / "pids").glob("*.json")}
-        assert set(records) == {"prefect", "mlflow", "serve"}
-        assert all((state / "logs" / f"{name}.log").exists() for name in records)
-        assert f"http://127.0.0.1:{prefect_port}" in up.stdout
-        assert f"http://127.0.0.1:{mlflow_port}" in up.stdout
-        api = f"http://127.0.0.1:{prefect_port}/api"
+        info = json.loads((state / "stack.json").read_text())
+        assert info["stack"] == "local"
+        assert set(info["processes"]) == {"prefect", "mlflow", "serve"}
+        for pid in info["processes"].values():  # the pids supervisord reported, and children
+            parent = psutil.Process(pid)
+            processes += [parent, *parent.children(recursive=True)]
+        assert info["prefect_api_url"] == f"http://127.0.0.1:{prefect_port}/api"
+        assert info["mlflow_url"] == f"http://127.0.0.1:{mlflow_port}"
+        assert f"export PREFECT_API_URL=http://127.0.0.1:{prefect_port}/api" in up.stdout
+        assert all((state / "logs" / f"{name}.log").exists() for name in info["processes"])
+
+        # supervisord's own tools work on the generated config.
+        conf = Path(info["supervisord_conf"])
+        status = _supervisorctl(conf, "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        lines = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()}
+        assert lines == {"prefect": "RUNNING", "mlflow": "RUNNING", "serve": "RUNNING"}
+        assert "serving" in _supervisorctl(conf, "tail", "serve").stdout
+        made_status = _make("status", env)
+        assert made_status.returncode == 0, made_status.stdout + made_status.stderr
+        assert "serve" in made_status.stdout
+
+        api = info["prefect_api_url"]
         assert http_json(f"{api}/health") is True
         deployment = http_json(f"{api}/deployments/name/milk-price-training/train-milk-model")
         assert deployment["status"] == "READY"
         # The UI calls the port the server runs on (PREFECT_SERVER_API_PORT), not 4200.
         settings = http_json(f"http://127.0.0.1:{prefect_port}/ui-settings")
         assert str(prefect_port) in settings["api_url"]
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{mlflow_port}/health", timeout=10
-        ) as response:
+        with urllib.request.urlopen(f"{info['mlflow_url']}/health", timeout=10) as response:
             assert response.status == 200
         assert (state / "prefect").is_dir()  # PREFECT_HOME (the server's SQLite) lives here
         assert Lake(str(lake_root)).list_months()  # the demo lake was created
     finally:
         down = _make("down", env)
     assert down.returncode == 0, down.stdout + down.stderr
-    for name, record in records.items():
-        assert _alive_in_group(record["pgid"]) == [], f"{name} left processes behind"
-    assert not _port_open(prefect_port) and not _port_open(mlflow_port)
-    assert list((state / "pids").glob("*.json")) == []
+    assert processes, "no process was recorded"
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    assert alive == [], f"left behind: {alive}"
+    assert not _port_open(prefect_port)
+    assert not _port_open(mlflow_port)
+    assert not (state / "stack.json").exists()
+    after = _make("status", env)
+    assert after.returncode != 0
+    assert "no stack runs" in after.stdout

@@ -1,0 +1,108 @@
+"""milkprice's own readiness checks of the stacks' programs: each returns ``() -> bool``.
+
+supervisord knows whether a process runs, not whether it answers; these say when a program is
+usable: the Prefect API and MLflow answer ``/health``, the S3 endpoint and PostgreSQL answer, the
+Dask scheduler has its workers, the Prefect workers are online in their pool, a serving process
+has polled its deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime
+
+__all__ = [
+    "Check",
+    "dask_workers",
+    "deployment_polled",
+    "http_ok",
+    "pool_workers_online",
+    "postgres_ready",
+]
+
+Check = Callable[[], bool]
+_TIMEOUT_S = 3
+
+
+def _get_json(url: str, body: object | None = None) -> object | None:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # loopback
+            return json.loads(response.read() or b"null")
+    except (OSError, ValueError):
+        return None
+
+
+def http_ok(url: str) -> Check:
+    """Ready when ``GET url`` answers HTTP 200 (Prefect ``/api/health``, MLflow ``/health``)."""
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+                return response.status == 200
+        except (OSError, ValueError):
+            return False
+
+    return ready
+
+
+def postgres_ready(port: int) -> Check:
+    """Ready when the PostgreSQL server on 127.0.0.1:``port`` answers ``SELECT 1``."""
+
+    def ready() -> bool:
+        from orchestration.postgres import wait_ready  # noqa: PLC0415 - psycopg2 on demand
+
+        try:
+            wait_ready(port, timeout_s=1)
+        except TimeoutError:
+            return False
+        return True
+
+    return ready
+
+
+def dask_workers(address: str, count: int) -> Check:
+    """Ready when the Dask scheduler at ``address`` has at least ``count`` workers."""
+
+    def ready() -> bool:
+        from distributed import Client  # noqa: PLC0415 - [cluster] extra
+
+        try:
+            with Client(address, timeout=5, set_as_default=False) as client:
+                return len(client.scheduler_info()["workers"]) >= count
+        except (OSError, TimeoutError):
+            return False
+
+    return ready
+
+
+def pool_workers_online(api_url: str, pool: str, names: set[str]) -> Check:
+    """Ready when every worker in ``names`` is ONLINE in work pool ``pool``."""
+
+    def ready() -> bool:
+        found = _get_json(f"{api_url}/work_pools/{pool}/workers/filter", body={})
+        if not isinstance(found, list):
+            return False
+        online = {
+            w.get("name") for w in found if isinstance(w, dict) and w.get("status") == "ONLINE"
+        }
+        return names <= online
+
+    return ready
+
+
+def deployment_polled(api_url: str, name: str, since: float) -> Check:
+    """Ready when a serving process has polled deployment ``name`` since ``since`` (epoch s)."""
+
+    def ready() -> bool:
+        found = _get_json(f"{api_url}/deployments/name/{name}")
+        if not isinstance(found, dict) or not found.get("last_polled"):
+            return False
+        polled = datetime.fromisoformat(str(found["last_polled"]).replace("Z", "+00:00"))
+        return polled.timestamp() >= since and found.get("status") == "READY"
+
+    return ready
