@@ -11,6 +11,9 @@ Prefect OSS has no backfill command (Airflow and Dagster do); this is one. Two w
   ``train-milk-model`` (visible in the UI, executed by the serving process) and this process
   follows them to the end. The deployment's concurrency limit (1) decides how many execute at
   once; ``concurrency`` caps how many are in flight.
+- on a Dask cluster (``dask_address``): the parent flow ``milk-price-backfill-dask``
+  (:mod:`orchestration.flows.backfill_dask_flow`) runs one task per month on the cluster's
+  workers through prefect-dask; as many months train at once as the workers have threads.
 
 Planning (what is done, fingerprints) and the result rows live in :mod:`milkprice.pipeline.backfill`.
 """
@@ -47,6 +50,7 @@ __all__ = [
     "DeploymentNotServedError",
     "run_backfill",
     "run_in_process",
+    "run_on_dask",
     "run_via_deployment",
 ]
 
@@ -151,13 +155,14 @@ def _check_deployment_served(name: str) -> None:
         except ObjectNotFound:
             raise DeploymentNotServedError(
                 f"deployment {name} does not exist on the Prefect server: start `milkprice serve` "
-                "(or `make up`) first"
+                "(or `make up`), or deploy to a work pool (`milkprice deploy --pool NAME`) first"
             ) from None
     status = getattr(deployment.status, "value", deployment.status)
     if status != "READY":
         raise DeploymentNotServedError(
             f"no process serves deployment {name} (status {status}): its runs would wait "
-            "forever; start `milkprice serve` (or `make up`) first"
+            "forever; start `milkprice serve` (or `make up`), or a worker of its work pool "
+            "(`prefect worker start --pool NAME --type process`) first"
         )
 
 
@@ -245,6 +250,36 @@ def run_via_deployment(
         return _collect(futures, on_row)
 
 
+def run_on_dask(
+    plans: Sequence[MonthPlan], source: Source, address: str, on_row: RowCallback | None = None
+) -> list[BackfillRow]:
+    """Train the months of ``plans`` not marked done as tasks on the Dask cluster at ``address``.
+
+    The rows come back together when the parent flow ends (``on_row`` then sees them in order).
+
+    Raises:
+        orchestration.dask_cluster.DaskUnavailableError: no scheduler, no worker, or no
+            Prefect API the workers can reach.
+    """
+    from prefect import tags  # noqa: PLC0415 - keeps planning importable without Prefect
+
+    from orchestration.dask_cluster import dask_task_runner  # noqa: PLC0415
+    from orchestration.flows.backfill_dask_flow import backfill_on_dask  # noqa: PLC0415
+
+    todo = [plan for plan in plans if not plan.skip]
+    if not todo:
+        return []
+    runner = dask_task_runner(address)
+    with tags("backfill"):
+        rows = backfill_on_dask.with_options(task_runner=runner)(
+            months=[str(plan.month) for plan in todo], source=source
+        )
+    for row in rows:
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
 def run_backfill(
     settings: Settings,
     months: Sequence[Month],
@@ -253,12 +288,19 @@ def run_backfill(
     concurrency: int = 1,
     force: bool = False,
     via_deployment: bool = False,
+    dask_address: str | None = None,
     on_planned: Callable[[list[MonthPlan]], None] | None = None,
     on_row: RowCallback | None = None,
 ) -> BackfillReport:
-    """Plan ``months`` (skip those done unless ``force``), run the rest, return every row."""
+    """Plan ``months`` (skip those done unless ``force``), run the rest, return every row.
+
+    The rest runs in this process, on the ``train-milk-model`` deployment (``via_deployment``)
+    or as tasks on the Dask cluster at ``dask_address``.
+    """
     if concurrency < 1:
         raise ValueError(f"--concurrency must be at least 1, got {concurrency}")
+    if via_deployment and dask_address:
+        raise ValueError("choose --via-deployment or --dask-address, not both")
     plans = plan_backfill(
         settings, Lake.from_settings(settings, source), months, code_version(), force=force
     )
@@ -270,6 +312,8 @@ def run_backfill(
             on_row(row)
     if via_deployment:
         ran = run_via_deployment(settings, plans, source, concurrency, force=force, on_row=on_row)
+    elif dask_address:
+        ran = run_on_dask(plans, source, dask_address, on_row)
     else:
         ran = run_in_process(plans, source, concurrency, on_row)
     return BackfillReport(sorted([*skipped, *ran], key=lambda row: row.month))

@@ -24,11 +24,14 @@ from milkprice.cli import (
     reporting_user_errors,
 )
 from milkprice.cli import main as root_callback
-from milkprice.cli_evaluation import accuracy_command, backtest_command
+from milkprice.cli_evaluation import accuracy_command, make_backtest_command
 from milkprice.settings import Source, get_settings
+from orchestration.stack import stack_app
 
 if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfill command loads it
+    from milkprice.months import Month
     from milkprice.pipeline.backfill import BackfillRow, MonthPlan
+    from milkprice.pipeline.backtest import PublishedBacktest
 
 __all__ = [
     "accuracy_command",
@@ -36,6 +39,7 @@ __all__ = [
     "app",
     "backfill_command",
     "backtest_command",
+    "deploy_command",
     "forecast_command",
     "monitor_command",
     "serve_command",
@@ -59,9 +63,31 @@ app = typer.Typer(
     context_settings={"obj": CliHooks(on_ingested=_emit_ingested)},
 )
 app.add_typer(data_app, name="data")
+# `milkprice stack up|down|status [--cluster]`: the background stacks (`make up`), supervisord.
+app.add_typer(stack_app, name="stack")
 # The same root options (--version) as the core's CLI.
 app.callback(invoke_without_command=True)(root_callback)
-# Commands of the core that need no orchestrator, mounted as they are.
+
+
+def _backtest_on_dask(
+    address: str, source: Source, first: Month, last: Month, models: tuple[str, ...]
+) -> PublishedBacktest:
+    """`backtest --dask-address`: the backtest flow with its month tasks on the cluster."""
+    from orchestration.prefect_api import use_running_server  # noqa: PLC0415
+
+    use_running_server()  # before Prefect is imported: the `make up` server when it runs
+    from orchestration.dask_cluster import DaskUnavailableError  # noqa: PLC0415 - Prefect, Dask
+    from orchestration.flows.backtest_flow import backtest_on_dask  # noqa: PLC0415
+
+    try:
+        return backtest_on_dask(address, source, first, last, models)
+    except DaskUnavailableError as exc:
+        fail(str(exc))
+
+
+# Commands of the core that need no orchestrator, mounted as they are (backtest with the Dask
+# runner of this layer).
+backtest_command = make_backtest_command(on_cluster=_backtest_on_dask)
 app.command("backtest")(backtest_command)
 app.command("accuracy")(accuracy_command)
 
@@ -84,6 +110,35 @@ def serve_command(
     from orchestration.serve import serve_all  # noqa: PLC0415 - imports Prefect
 
     raise typer.Exit(serve_all(pause_on_shutdown=pause_on_shutdown))
+
+
+@app.command("deploy")
+def deploy_command(
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            "--pool",
+            help="Work pool (type process), created if missing. Default: MILKPRICE_WORK_POOL.",
+        ),
+    ] = None,
+) -> None:
+    """Register the deployments on a work pool, for `prefect worker start` workers to run.
+
+    Same schedules and triggers as `milkprice serve` (which it replaces on the Prefect server).
+    Needs a Prefect server: `make up`, or `prefect server start` and PREFECT_API_URL.
+    """
+    from orchestration.pool import WorkPoolTypeError, default_pool, deploy_to_pool  # noqa: PLC0415
+    from orchestration.prefect_api import use_running_server  # noqa: PLC0415
+    from orchestration.serve import PrefectApiUnavailableError  # noqa: PLC0415
+
+    use_running_server()
+    chosen = pool or default_pool()
+    with reporting_user_errors(PrefectApiUnavailableError, WorkPoolTypeError):
+        names = deploy_to_pool(chosen)
+    out = console()
+    for name in names:
+        out.print(f"deployed {name} to work pool {chosen}")
+    out.print(f"start workers: prefect worker start --pool {chosen} --name NAME --type process")
 
 
 @app.command("api")
@@ -142,6 +197,15 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
             "`milkprice serve`, visible in the UI) and follow them, instead of running here.",
         ),
     ] = False,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            "--dask-address",
+            help="Dask scheduler (tcp://HOST:PORT): one task per month on its workers, "
+            "through Prefect (needs PREFECT_API_URL). Default: MILKPRICE_DASK_ADDRESS unless "
+            "--via-deployment.",
+        ),
+    ] = None,
 ) -> None:
     """Train one run per month from --start to --end, skipping months already done.
 
@@ -151,13 +215,26 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
     first, last = parse_month("--start", start), parse_month("--end", end)
     from milkprice.pipeline.backfill import backfill_months  # noqa: PLC0415
     from orchestration.backfill import DeploymentNotServedError, run_backfill  # noqa: PLC0415
+    from orchestration.dask_cluster import DaskUnavailableError  # noqa: PLC0415
+    from orchestration.prefect_api import use_running_server  # noqa: PLC0415
     from orchestration.serve import PrefectApiUnavailableError, check_prefect_api  # noqa: PLC0415
 
+    use_running_server()  # the `make up` server when it runs, instead of a temporary one
     out = console()
-    with reporting_user_errors(DeploymentNotServedError, PrefectApiUnavailableError):
+    with reporting_user_errors(
+        DeploymentNotServedError, PrefectApiUnavailableError, DaskUnavailableError
+    ):
         months = backfill_months(first, last)
         settings = get_settings()
         chosen: Source = source or settings.source
+        address = dask_address or (None if via_deployment else settings.dask_address)
+        where = (
+            "on deployment train-milk-model"
+            if via_deployment
+            else f"on the Dask cluster at {address}"
+            if address
+            else "in process"
+        )
         if via_deployment:
             from prefect.settings import get_current_settings  # noqa: PLC0415
 
@@ -169,8 +246,7 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
                 todo = sum(not plan.skip for plan in plans)
                 progress.console.print(
                     f"{len(plans)} month(s): {len(plans) - todo} already done, {todo} to run "
-                    f"({'on deployment train-milk-model' if via_deployment else 'in process'}, "
-                    f"concurrency {concurrency})"
+                    f"({where}, concurrency {concurrency})"
                 )
 
             def finished(row: BackfillRow) -> None:
@@ -184,6 +260,7 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
                 concurrency=concurrency,
                 force=force,
                 via_deployment=via_deployment,
+                dask_address=address,
                 on_planned=planned,
                 on_row=finished,
             )

@@ -7,6 +7,9 @@ their price from one publication to the next), levels of 22-32 MXN per litre tha
 city, tipo and canal, a slow upward drift, about 12% missing prices (mostly series a city never
 reports) and zero prices in one Sonora city, as published. Everything comes from one
 ``numpy.random.Generator`` seeded by the caller, so a seed always gives the same frame.
+
+For scale tests, ``cities`` asks for more (or fewer) cities than the real 54: the extra ones
+are synthetic cities spread over the same states, each with the 4 series of a real one.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "CITIES",
     "DEMO_MONTHS",
     "default_demo_range",
+    "demo_cities",
     "generate_demo_frame",
     "publication_dates",
     "write_demo_lake",
@@ -145,37 +149,60 @@ def publication_dates(start: Month, end: Month) -> pd.DatetimeIndex:
     return days[~days.isin(pd.DatetimeIndex(sorted(closed)))]
 
 
+def demo_cities(count: int = len(CITIES)) -> tuple[tuple[str, str], ...]:
+    """``count`` (Estado, Ciudad) pairs: the real cities first, then synthetic ones.
+
+    Synthetic city ``i`` (from 55 on) is ``Sintética NNNNN`` in the state of real city
+    ``i mod 54``, so the states keep their share of cities as the count grows.
+
+    Raises:
+        ValueError: ``count`` is not positive.
+    """
+    if count < 1:
+        raise ValueError(f"cities must be at least 1, got {count}")
+    extra = tuple(
+        (CITIES[i % len(CITIES)][0], f"Sintética {i + 1:05d}") for i in range(len(CITIES), count)
+    )
+    return (CITIES + extra)[:count]
+
+
 def default_demo_range(today: date | None = None) -> tuple[Month, Month]:
     """Return the 18 months up to the previous calendar month (the quickstart's demo lake)."""
     end = previous_month(today)
     return end.shift(-(DEMO_MONTHS - 1)), end
 
 
-def generate_demo_frame(start: Month, end: Month, seed: int = 0) -> pd.DataFrame:
+def generate_demo_frame(
+    start: Month, end: Month, seed: int = 0, *, cities: int = len(CITIES)
+) -> pd.DataFrame:
     """Synthetic rows with the lake's columns for every publication date of ``start..end``.
 
-    One row per series (216) per publication date, ``Precio`` missing where the synthetic city
-    did not report and ``0.0`` on some dates of one Sonora city, as in the real publication
-    (:func:`milkprice.data.schema.validate_frame` turns those zeros into missing prices).
+    One row per series (216 with the real 54 cities) per publication date, ``Precio`` missing
+    where the synthetic city did not report and ``0.0`` on some dates of one Sonora city, as in
+    the real publication (:func:`milkprice.data.schema.validate_frame` turns those zeros into
+    missing prices).
 
     Args:
         start: first month (included).
         end: last month (included).
         seed: seed of ``numpy.random.default_rng``; a seed always gives the same frame.
+        cities: how many cities (see :func:`demo_cities`); 4 series each. The default, the
+            real 54, gives the same frame as before this parameter existed.
 
     Raises:
-        ValueError: ``end`` is before ``start``.
+        ValueError: ``end`` is before ``start``, or ``cities`` is not positive.
 
     """
     if end < start:
         raise ValueError(f"demo range is empty: end {end} is before start {start}")
+    chosen = demo_cities(cities)
     rng = np.random.default_rng(seed)
     dates = publication_dates(start, end)
     pairs = [(tipo, canal) for tipo in TIPOS for canal in CANALES]
-    n_cities, n_pairs, n_dates = len(CITIES), len(pairs), len(dates)
+    n_cities, n_pairs, n_dates = len(chosen), len(pairs), len(dates)
     n_series = n_cities * n_pairs
-    estados = np.repeat(np.array([e for e, _ in CITIES], dtype=object), n_pairs)
-    ciudades = np.repeat(np.array([c for _, c in CITIES], dtype=object), n_pairs)
+    estados = np.repeat(np.array([e for e, _ in chosen], dtype=object), n_pairs)
+    ciudades = np.repeat(np.array([c for _, c in chosen], dtype=object), n_pairs)
     tipos = np.tile(np.array([t for t, _ in pairs], dtype=object), n_cities)
     canales = np.tile(np.array([c for _, c in pairs], dtype=object), n_cities)
 
@@ -200,7 +227,9 @@ def generate_demo_frame(start: Month, end: Month, seed: int = 0) -> pd.DataFrame
     # Missing reports: silent series (mostly Pasteurizada), cities absent on a date, blanks.
     is_zero_city = (estados == _ZERO_CITY[0]) & (ciudades == _ZERO_CITY[1])
     weights = np.where(tipos == TIPOS[0], 4.0, 1.0) * ~is_zero_city
-    silent = rng.choice(n_series, size=_SILENT_SERIES, replace=False, p=weights / weights.sum())
+    # The real share of never-reported series (20 of 216) at every size.
+    n_silent = min(max(1, round(_SILENT_SERIES * n_series / (len(CITIES) * n_pairs))), n_series)
+    silent = rng.choice(n_series, size=n_silent, replace=False, p=weights / weights.sum())
     missing = rng.random(target.shape) < _CELL_GAP_SHARE
     missing |= np.repeat(rng.random((n_cities, n_dates)) < _CITY_GAP_SHARE, n_pairs, axis=0)
     missing[silent, :] = True
@@ -230,6 +259,7 @@ def write_demo_lake(
     end: Month,
     seed: int = 0,
     *,
+    cities: int = len(CITIES),
     on_write: Callable[[PartitionWrite], None] | None = None,
 ) -> list[PartitionWrite]:
     """Generate ``start..end`` and write one validated partition per month into ``lake``.
@@ -239,13 +269,14 @@ def write_demo_lake(
         start: first month (included).
         end: last month (included).
         seed: seed of the generator.
+        cities: how many cities (4 series each; default the real 54).
         on_write: called after each partition is written (progress bars).
 
     Returns:
         One :class:`~milkprice.data.lake.PartitionWrite` per month, oldest first.
 
     """
-    frame = generate_demo_frame(start, end, seed)
+    frame = generate_demo_frame(start, end, seed, cities=cities)
     month_index = frame["Fecha"].dt.year * 12 + frame["Fecha"].dt.month - 1
     by_month = dict(iter(frame.groupby(month_index, sort=True)))
     writes = []

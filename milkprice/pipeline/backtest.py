@@ -4,9 +4,11 @@ For each month ``V`` of a range, the model is trained exactly as the monthly flo
 the 12 months before ``V`` (tuned, calibrated, fit), forecasts ``V`` from the end of ``V-1``, and
 is scored against the actual prices beside the naive (last price) and series-mean forecasts.
 Months are independent: :func:`backtest_month` is a pure function of picklable arguments (a
-frame and a month), the unit a process pool (``--jobs``) or a cluster fans out on. The report
-holds a table per month with the average and the worst month, every forecast row, a PNG of the
-ratios over time, and an MLflow run holding all of it.
+frame and a month), the unit a process pool (``--jobs``) fans out on, and
+:func:`backtest_month_from_lake` the same for a machine that reads its own window from the lake
+by URI (a Dask worker: ``orchestration/flows/backtest_flow.py``). The report holds a table per
+month with the average and the worst month, every forecast row, a PNG of the ratios over time,
+and an MLflow run holding all of it (:func:`publish_backtest`).
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ __all__ = [
     "MODELS",
     "BacktestReport",
     "MonthBacktest",
+    "PublishedBacktest",
+    "assemble_report",
     "backtest_keys",
     "backtest_month",
+    "backtest_month_from_lake",
     "backtest_table",
+    "check_partitions",
     "log_backtest",
     "parse_models",
+    "publish_backtest",
     "render_backtest",
     "run_backtest",
     "write_backtest",
@@ -120,6 +127,40 @@ def backtest_month(frame: pd.DataFrame, month: Month, *, seed: int, n_trials: in
         seconds=outcome.timings.get("total", 0.0),
         model=outcome.forecaster,
     )
+
+
+def backtest_month_from_lake(
+    lake: Lake, month: Month, *, seed: int, n_trials: int
+) -> MonthBacktest:
+    """:func:`backtest_month` on the window of ``month`` read from ``lake`` here (by its URI).
+
+    What a task on another machine runs: it gets a lake address and a month, not a frame, and
+    scores exactly the rows :func:`run_backtest` gives the same month.
+
+    Raises:
+        FileNotFoundError: ``month`` has no partition (named with its URI).
+    """
+    window = lake.read_window(month_range(month.shift(-TRAINING_MONTHS), month))
+    if month in window.missing:
+        raise FileNotFoundError(f"no partition to score for {month} ({lake.uri(month)})")
+    return backtest_month(_window(window.frame, month), month, seed=seed, n_trials=n_trials)
+
+
+def check_partitions(lake: Lake, months: Sequence[Month]) -> None:
+    """Fail before any training when a month to forecast has no partition.
+
+    Raises:
+        ValueError: ``months`` is empty.
+        FileNotFoundError: naming every month without a partition and its URI.
+    """
+    if not months:
+        raise ValueError("no month to backtest")
+    present = set(lake.list_months())
+    absent = [m for m in months if m not in present]
+    if absent:
+        raise FileNotFoundError(
+            "no partition to score for " + ", ".join(f"{m} ({lake.uri(m)})" for m in absent)
+        )
 
 
 def _naive_interval_scores(
@@ -246,14 +287,8 @@ def run_backtest(
     The lake is read once, here; each month gets its own window. A month whose forecast month
     has no partition, or too few training months, fails the backtest with the reason.
     """
-    if not months:
-        raise ValueError("no month to backtest")
+    check_partitions(lake, months)
     window = lake.read_window(month_range(months[0].shift(-TRAINING_MONTHS), months[-1]))
-    absent = [m for m in months if m in window.missing]
-    if absent:
-        raise FileNotFoundError(
-            "no partition to score for " + ", ".join(f"{m} ({lake.uri(m)})" for m in absent)
-        )
     done: dict[Month, MonthBacktest] = {}
 
     def finished(result: MonthBacktest) -> None:
@@ -279,6 +314,11 @@ def run_backtest(
             for future in as_completed(futures):
                 finished(future.result())
     return BacktestReport([done[m] for m in months], tuple(models))
+
+
+def assemble_report(results: Sequence[MonthBacktest], models: Sequence[str]) -> BacktestReport:
+    """The report of months backtested anywhere (a pool, a cluster), put back in month order."""
+    return BacktestReport(sorted(results, key=lambda result: result.month), tuple(models))
 
 
 def backtest_keys(first: Month, last: Month) -> dict[str, str]:
@@ -338,3 +378,19 @@ def log_backtest(settings: Settings, report: BacktestReport, files: dict[str, by
                 (Path(folder) / key.rsplit("/", 1)[-1]).write_bytes(data)
             mlflow.log_artifacts(folder, artifact_path="backtest")
         return run.info.run_id
+
+
+@dataclass(frozen=True)
+class PublishedBacktest:
+    """A backtest and where its files and MLflow run went."""
+
+    report: BacktestReport
+    uris: dict[str, str]
+    run_id: str
+
+
+def publish_backtest(settings: Settings, lake: Lake, report: BacktestReport) -> PublishedBacktest:
+    """Render the files, write them to ``lake`` and log the MLflow run (every runner's last step)."""
+    files = render_backtest(report)
+    uris = write_backtest(lake, files)
+    return PublishedBacktest(report, uris, log_backtest(settings, report, files))
