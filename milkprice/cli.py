@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Annotated, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -52,6 +53,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PermissionError,
     ValueError,
 )
+_SECRET_WORDS = ("WEBHOOK", "SECRET", "TOKEN", "PASSWORD", "KEY")
 _MAX_LISTED = 6  # longer lists (dates) are shown as first .. last (count)
 
 app = typer.Typer(
@@ -93,8 +95,23 @@ def reporting_user_errors(*extra: type[BaseException]) -> Iterator[None]:
     """Turn :data:`USER_ERRORS` (and ``extra``) raised inside the block into :func:`fail`."""
     try:
         yield
+    except ValidationError as exc:
+        fail(_describe_invalid(exc))
     except (*USER_ERRORS, *extra) as exc:
         fail(str(exc) or type(exc).__name__)
+
+
+def _describe_invalid(error: ValidationError) -> str:
+    """One line per invalid value; for settings, the environment variable and what it holds."""
+    what = "setting" if error.title == "Settings" else f"value of {error.title}"
+    lines = []
+    for item in error.errors(include_url=False):
+        name = ".".join(str(part) for part in item["loc"])
+        # Never echo what a secret-looking variable holds (webhook URLs carry tokens).
+        secret = any(word in name.upper() for word in _SECRET_WORDS)
+        shown = "<hidden>" if secret else repr(item.get("input"))
+        lines.append(f"invalid {what} {name}={shown}: {item['msg']}")
+    return "; ".join(lines)
 
 
 def parse_month(option: str, text: str) -> Month:

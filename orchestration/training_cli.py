@@ -8,14 +8,36 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from milkprice.data.lake import Lake
-from milkprice.pipeline.training_run import newest_complete_month, summary_text
+from milkprice.pipeline.training_run import (
+    MAX_YEAR,
+    MIN_YEAR,
+    newest_complete_month,
+    summary_text,
+)
 from milkprice.settings import get_settings
 from orchestration import disable_telemetry
 from orchestration.flows.main_flow import main
+from orchestration.prefect_api import use_running_server
 
 __all__ = ["run_cli"]
+
+
+def _bounded(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer in ``low..high`` or 0, else a message saying what fits."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({what})") from None
+        if value != 0 and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({what})")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,8 +47,16 @@ def _parser() -> argparse.ArgumentParser:
         "With --year/--month: run the training flow once for that validation month.",
     )
     parser.add_argument("--source", choices=["local", "s3"], default=None)
-    parser.add_argument("--year", type=int, default=None)
-    parser.add_argument("--month", type=int, default=None)
+    parser.add_argument(
+        "--year",
+        type=_bounded(MIN_YEAR, MAX_YEAR, f"{MIN_YEAR}..{MAX_YEAR}, or 0 with --month 0"),
+        default=None,
+    )
+    parser.add_argument(
+        "--month",
+        type=_bounded(1, 12, "1..12, or 0 with --year 0 for the previous month"),
+        default=None,
+    )
     parser.add_argument(
         "--latest",
         action="store_true",
@@ -44,6 +74,7 @@ def run_cli(argv: list[str]) -> int:
         from orchestration.serve import serve_training  # noqa: PLC0415 - imports prefect.serve
 
         return serve_training()
+    use_running_server()  # the `make up` server when it runs, instead of a temporary one
     settings = get_settings()
     source = args.source or settings.source
     try:

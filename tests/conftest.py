@@ -110,15 +110,28 @@ def local_lake(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    """The real SNIIM data beside the checkout; under CI its absence is a failure."""
+    """The real SNIIM data (``MILKPRICE_REAL_DATA``, default ``../shared/data/sniim``).
+
+    Missing data skips the real-data tests with one line saying where to put it, except under
+    CI (``CI`` truthy) or with ``MILKPRICE_REQUIRE_REAL_DATA=1``, where it is a failure.
+    """
     path = Path(
         os.environ.get("MILKPRICE_REAL_DATA", REPO_ROOT.parent / "shared" / "data" / "sniim")
     )
     if not (path / "monthly").is_dir():
-        message = f"real SNIIM data not found at {path} (set MILKPRICE_REAL_DATA)"
-        if os.environ.get("MILKPRICE_ALLOW_MISSING_REAL_DATA") == "1":
-            pytest.skip(message)
-        pytest.fail(message)
+        message = (
+            f"real SNIIM data not found at {path}: put the real lake (its monthly/ folder) "
+            "there, or set MILKPRICE_REAL_DATA to the folder that holds monthly/"
+        )
+        required = [
+            name
+            for name in ("CI", "MILKPRICE_REQUIRE_REAL_DATA")
+            if os.environ.get(name, "").strip().lower() not in {"", "0", "false", "no", "off"}
+        ]
+        if required:
+            given = ", ".join(f"{name}={os.environ[name]}" for name in required)
+            pytest.fail(f"{message} (required: {given})")
+        pytest.skip(message)
     return path
 
 
@@ -180,6 +193,9 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_API_URL": url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # A run waiting for a deployment's concurrency slot retries after this (default 30 s,
+        # seen as ~75 s here); the tests that wait on the limit need not idle that long.
+        "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
     }
     log = (home / "server.log").open("wb")
     process = subprocess.Popen(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from milkprice.data.lake import Lake, PartitionWrite
-from milkprice.data.schema import COLUMNS, KEY_COLUMNS, validate_frame
+from milkprice.data.schema import COLUMNS, KEY_COLUMNS, LakeDataError, validate_frame
 from milkprice.data.sniim import SniimFormatError, parse_leche_publication
 from milkprice.data.sniim_download import download_publication
 from milkprice.months import Month
@@ -114,7 +114,10 @@ def plan_upsert(lake: Lake, rows: pd.DataFrame, *, origin: str) -> list[MonthPla
     for period, group in rows.groupby(periods, sort=True):
         month = Month(period.year, period.month)
         new = group.reset_index(drop=True)
-        previous = lake.read_month(month)[0] if lake.exists(month) else None
+        try:
+            previous = lake.read_month(month)[0] if lake.exists(month) else None
+        except LakeDataError as exc:
+            raise LakeDataError(f"{exc} (while merging {origin} into it)") from exc
         if previous is None:
             merged, added, updated, unchanged = new, len(new), 0, 0
         else:

@@ -170,17 +170,37 @@ class Lake:
         """Full URI of a month's partition, as shown to users."""
         return f"{self.base_uri.rstrip('/')}/{partition_key(month)}"
 
+    @property
+    def _endpoint(self) -> str:
+        """The S3 endpoint the lake talks to, as users configure it (AWS_ENDPOINT_URL)."""
+        found = getattr(self.fs, "endpoint_url", None) or self.storage_options.get("endpoint_url")
+        return str(found or "AWS S3")
+
+    @property
+    def _attempts(self) -> object:
+        """Attempts botocore makes per S3 request (its retry settings, see _S3_CONFIG_DEFAULTS)."""
+        retries = (getattr(self.fs, "config_kwargs", None) or {}).get("retries") or {}
+        if "total_max_attempts" in retries:
+            return retries["total_max_attempts"]
+        return retries["max_attempts"] + 1 if "max_attempts" in retries else "botocore's default"
+
     def _guard(self, action: str, exc: Exception) -> LakeError:
-        return LakeError(f"cannot {action} in the lake at {self.base_uri}: {exc}")
+        if self.is_local:
+            return LakeError(f"cannot {action} in the lake at {self.base_uri}: {exc}")
+        # An S3 failure reaches here only after botocore's own retries (standard mode): say
+        # where the lake is, which endpoint failed and how often it was tried.
+        return LakeError(
+            f"cannot {action} in the lake at {self.base_uri}: the S3 endpoint {self._endpoint} "
+            f"failed after {self._attempts} attempts per request ({type(exc).__name__}: {exc}); "
+            "check that it is up and that AWS_ENDPOINT_URL points at it"
+        )
 
     def check_reachable(self) -> None:
         """Fail with a clear message if the lake's base cannot be reached (bucket, endpoint)."""
         if self.is_local:
             return
         bucket = self._root.split("/")[0]
-        endpoint = getattr(self.fs, "endpoint_url", None) or self.storage_options.get(
-            "endpoint_url", "AWS S3"
-        )
+        endpoint = self._endpoint
         try:
             # s3fs's exists() swallows every error of its bucket probes and answers False, so an
             # endpoint that is down would be reported as a missing bucket: ask S3 directly.
@@ -196,7 +216,8 @@ class Lake:
         except Exception as exc:  # botocore/aiohttp raise many types for an endpoint down
             raise LakeError(
                 f"cannot reach bucket {bucket!r} of the lake at {self.base_uri} through the "
-                f"endpoint {endpoint}: {exc}; check AWS_ENDPOINT_URL and credentials"
+                f"S3 endpoint {endpoint} after {self._attempts} attempts "
+                f"({type(exc).__name__}: {exc}); check AWS_ENDPOINT_URL and credentials"
             ) from exc
 
     def list_months(self) -> list[Month]:

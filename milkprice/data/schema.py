@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow
@@ -59,7 +60,9 @@ class ValidationSummary:
 
 
 def _schema(month: Month | None) -> pa.DataFrameSchema:
-    fecha_checks = []
+    # The lake holds publication dates: a time of day means the rows came from somewhere else
+    # (or a time zone was dropped the wrong way) and would never line up with other dates.
+    fecha_checks = [pa.Check(lambda s: s == s.dt.normalize(), error="no time of day (dates only)")]
     if month is not None:
         fecha_checks.append(
             pa.Check(
@@ -74,7 +77,11 @@ def _schema(month: Month | None) -> pa.DataFrameSchema:
             "Ciudad": pa.Column(pa.String, pa.Check.str_length(min_value=1), nullable=False),
             "Tipo": pa.Column(pa.String, pa.Check.isin(TIPOS), nullable=False),
             "Canal": pa.Column(pa.String, pa.Check.isin(CANALES), nullable=False),
-            "Precio": pa.Column(pa.Float64, pa.Check.gt(0), nullable=True),
+            "Precio": pa.Column(
+                pa.Float64,
+                [pa.Check.gt(0), pa.Check(np.isfinite, error="finite (not inf)")],
+                nullable=True,
+            ),
         },
         strict=True,
         ordered=False,
@@ -99,11 +106,28 @@ def _describe_failures(origin: str, error: SchemaErrors, frame: pd.DataFrame) ->
         )
     others = cases.drop(uniqueness.index)
     for (column, check), group in others.groupby(["column", "check"], sort=False, dropna=False):
-        examples = group["failure_case"].astype(str).unique()[:_MAX_EXAMPLES].tolist()
+        located = [
+            f"{_row_label(frame, index)}: {value}"
+            for index, value in zip(group["index"], group["failure_case"], strict=True)
+            if _row_label(frame, index)
+        ]
+        examples = located[:_MAX_EXAMPLES] or (
+            group["failure_case"].astype(str).unique()[:_MAX_EXAMPLES].tolist()
+        )
         lines.append(
             f"  column {column!r}: {check} failed for {len(group)} value(s), e.g. {examples}"
         )
     return "\n".join(lines)
+
+
+def _row_label(frame: pd.DataFrame, index: object) -> str:
+    """``row N (date state/city/tipo/canal)`` for a row of the input (N counts from 0), or ``""``."""
+    if not isinstance(index, int | np.integer) or index not in frame.index:
+        return ""
+    row = frame.loc[index]
+    fecha = row["Fecha"]
+    day = f"{fecha:%Y-%m-%d}" if isinstance(fecha, pd.Timestamp) else str(fecha)
+    return f"row {index} ({day} {'/'.join(str(row[key]) for key in SERIES_KEYS)})"
 
 
 def normalize_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -161,7 +185,9 @@ def validate_frame(
 
     Raises:
         LakeDataError: missing/extra columns, wrong types, unknown ``Tipo``/``Canal``,
-            duplicate (Fecha, series) rows, or dates outside ``month``.
+            duplicate (Fecha, series) rows, dates with a time of day or outside ``month``,
+            infinite prices. The message names ``origin``, the column and example rows
+            (position in ``frame``, counted from 0, with the row's date and series).
     """
     _check_columns(frame, origin)
     work = frame.reset_index(drop=True)

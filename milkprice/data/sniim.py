@@ -19,6 +19,7 @@ published (the real data has trailing spaces in some of them).
 
 from __future__ import annotations
 
+import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -216,6 +217,9 @@ def _price(sheet: _Sheet, number: int, column: int, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise sheet.error(number, f"column {column + 1}: a price cannot be {value!r}")
     if isinstance(value, int | float):
+        # 0 is SNIIM's "no report" (the lake makes it missing); below 0 or infinite is no price.
+        if not math.isfinite(value) or value < 0:
+            raise sheet.error(number, f"column {column + 1}: {value!r} is not a price")
         return float(value)
     text = value.strip()
     if text in _MISSING_TEXTS:
@@ -241,6 +245,9 @@ def _read_block(
     published, date_row = _find_date(sheet, title_row)
     number = _read_headers(sheet, title_row, date_row)
     state: str | None = None
+    # A label in column 1 of an average row (skipped): the next city without a state of its
+    # own could belong to it or to the state above; refuse rather than file it under either.
+    skipped_label: tuple[int, object] | None = None
     seen: dict[tuple[str, str], int] = {}
     averages = 0
     while number <= len(sheet) and not _ends_block(sheet, number):
@@ -253,12 +260,23 @@ def _read_block(
             raise sheet.error(number, f"column 2: expected a city name, found {city!r}")
         if _AVERAGE_MARKER in city.casefold():
             averages += 1
+            if not _is_blank(first):
+                skipped_label = (number, first)
             number += 1
             continue
         if not _is_blank(first):
             if not isinstance(first, str):
                 raise sheet.error(number, f"column 1: a state must be text, found {first!r}")
-            state = first
+            state, skipped_label = first, None
+        elif skipped_label is not None:
+            label_row, label = skipped_label
+            above = f" or to {state!r}, the state above" if state is not None else ""
+            raise sheet.error(
+                number,
+                f"city {city!r} has no state in column 1, and the state label {label!r} above "
+                f"it sits on the average row {label_row}, which is not a city: cannot tell "
+                f"whether {city!r} belongs to {label!r}{above}",
+            )
         if state is None:
             raise sheet.error(
                 number, f"city {city!r} has no state (column 1 blank on the first row)"

@@ -27,6 +27,7 @@ import pandas as pd
 from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from milkprice.serving.loader import NoChampionError, load_predictor, resolve_version
 from milkprice.serving.predictor import PredictionInputError, Predictor
@@ -319,7 +320,9 @@ def create_app(settings: Settings, source: Source | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    app = FastAPI(
+    # FastAPIOffline: the same FastAPI app, with Swagger UI and ReDoc assets served by the API
+    # itself, so /docs works on a machine with no route to a CDN.
+    app = FastAPIOffline(
         title="milkprice prediction API",
         description=(
             "Forecasts of Mexican retail milk prices (SNIIM, pesos per litre) with 80 % and "

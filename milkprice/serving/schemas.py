@@ -1,7 +1,8 @@
 """Request and response schemas of the prediction API (pydantic; they make the OpenAPI document).
 
-Field limits are the API's first line of defence: at most 10,000 rows, names at most 100
-characters, milk type and channel from the values the lake knows.
+Field limits are the API's first line of defence: at most 10,000 rows, names of 1 to 100
+printable characters (no control characters), milk type and channel from the values the lake
+knows.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ __all__ = [
 
 MAX_ROWS = 10_000
 _NAME_MAX = 100
+# Printable text only: no control characters (NUL, newlines that forge log lines, escapes).
+_NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 # The values of milkprice.data.schema TIPOS / CANALES (tests check they agree).
 Tipo = Literal["Pasteurizada", "Ultrapasteurizada"]
@@ -40,8 +43,12 @@ class SeriesKeyModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    estado: str = Field(min_length=1, max_length=_NAME_MAX, examples=["Aguascalientes"])
-    ciudad: str = Field(min_length=1, max_length=_NAME_MAX, examples=["Aguascalientes"])
+    estado: str = Field(
+        min_length=1, max_length=_NAME_MAX, pattern=_NAME_PATTERN, examples=["Aguascalientes"]
+    )
+    ciudad: str = Field(
+        min_length=1, max_length=_NAME_MAX, pattern=_NAME_PATTERN, examples=["Aguascalientes"]
+    )
     tipo: Tipo
     canal: Canal
 
