@@ -214,13 +214,30 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def http_json(url: str, body: object | None = None) -> object:
-    """GET ``url`` (POST ``body`` as JSON when given) and decode the JSON answer."""
+    """GET ``url`` (POST ``body`` as JSON when given) and decode the JSON answer.
+
+    A loaded 2-core machine makes the Prefect server answer 503 now and then (its SQLite
+    database busy): urllib3's Retry repeats those requests, with backoff, before giving up;
+    any other error status raises at once.
+    """
     import json
 
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    import urllib3
+
+    retries = urllib3.Retry(
+        total=6, status_forcelist=[502, 503, 504], allowed_methods=None, backoff_factor=0.5
+    )
+    response = urllib3.request(
+        "GET" if body is None else "POST",
+        url,
+        body=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+        retries=retries,
+    )
+    if response.status >= 400:
+        raise AssertionError(f"{url} answered {response.status}: {response.data[:500]!r}")
+    return json.loads(response.data)
 
 
 def wait_deployment_polled(api_url: str, name: str, since: float, timeout_s: float = 240) -> dict:

@@ -32,7 +32,8 @@ MODEL = "milk-price-model"
 MONTHS = [(2025, 1), (2025, 2), (2025, 3), (2025, 3)]
 _REPLACED = re.compile(
     r"score (?P<score>[\d.]+) beats naive \(1\.0\) and champion version (?P<previous>\d+) "
-    r"\((?P<previous_score>[\d.]+)\) on (?P<month>\d{4}-\d{2})"
+    r"\((?:re-scored|recorded out-of-sample) (?P<previous_score>[\d.]+)\) on "
+    r"(?P<month>\d{4}-\d{2})"
 )
 
 

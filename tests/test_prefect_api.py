@@ -119,7 +119,12 @@ def test_an_explicit_api_url_wins_over_the_stack(tmp_path: Path, prefect_server:
 def _training_runs_since(api_url: str, since: datetime) -> list[dict]:
     body = {
         "flows": {"name": {"any_": ["milk-price-training"]}},
-        "flow_runs": {"expected_start_time": {"after_": since.isoformat()}},
+        # One-off runs have no deployment: the scheduler's runs of deployments other tests
+        # served on the session's server (future ones included) are not theirs.
+        "flow_runs": {
+            "expected_start_time": {"after_": since.isoformat()},
+            "deployment_id": {"is_null_": True},
+        },
     }
     found = http_json(f"{api_url}/flow_runs/filter", body)
     assert isinstance(found, list)
