@@ -213,12 +213,20 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+class HTTPStatusError(OSError):
+    """An HTTP answer with an error status (an OSError, like urllib's HTTPError)."""
+
+    def __init__(self, url: str, status: int, body: bytes) -> None:
+        super().__init__(f"{url} answered {status}: {body[:500]!r}")
+        self.status = status
+
+
 def http_json(url: str, body: object | None = None) -> object:
     """GET ``url`` (POST ``body`` as JSON when given) and decode the JSON answer.
 
     A loaded 2-core machine makes the Prefect server answer 503 now and then (its SQLite
     database busy): urllib3's Retry repeats those requests, with backoff, before giving up;
-    any other error status raises at once.
+    any other error status raises :class:`HTTPStatusError` at once.
     """
     import json
 
@@ -236,7 +244,7 @@ def http_json(url: str, body: object | None = None) -> object:
         retries=retries,
     )
     if response.status >= 400:
-        raise AssertionError(f"{url} answered {response.status}: {response.data[:500]!r}")
+        raise HTTPStatusError(url, response.status, response.data)
     return json.loads(response.data)
 
 
