@@ -207,10 +207,38 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     try:
         wait_for_http(f"{url}/health", timeout_s=240)
+        _SESSION_PREFECT_API.append(url)
         yield url
     finally:
+        _SESSION_PREFECT_API.clear()
         stop_process_group(process)
         log.close()
+
+
+_SESSION_PREFECT_API: list[str] = []  # the session server's URL once it runs
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _clean_prefect_server_after_module() -> Iterator[None]:
+    """Leave the session's Prefect server as a new module expects it: no deployments, no runs
+    waiting.
+
+    A module's served deployments outlive its `milkprice serve`: their schedules keep adding
+    runs and their event triggers keep creating forecast runs, which the next module's serve
+    would pick up all at once beside its own. Deleting the deployments removes their schedules,
+    triggers and scheduled runs; runs still waiting are deleted too.
+    """
+    yield
+    if not _SESSION_PREFECT_API:
+        return
+    import urllib3
+
+    api = _SESSION_PREFECT_API[0]
+    for deployment in http_json(f"{api}/deployments/filter", {}):  # type: ignore[union-attr]
+        urllib3.request("DELETE", f"{api}/deployments/{deployment['id']}", timeout=30)
+    waiting = {"flow_runs": {"state": {"type": {"any_": ["SCHEDULED", "PENDING"]}}}}
+    for run in http_json(f"{api}/flow_runs/filter", waiting):  # type: ignore[union-attr]
+        urllib3.request("DELETE", f"{api}/flow_runs/{run['id']}", timeout=30)
 
 
 class HTTPStatusError(OSError):

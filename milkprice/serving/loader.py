@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from milkprice.data.lake import Lake
 from milkprice.months import Month, month_range
+from milkprice.registry.locks import mlflow_lock
 from milkprice.registry.promotion import CHAMPION_ALIAS, VALIDATION_MONTH_TAG
 from milkprice.serving.predictor import ModelInfo, Predictor
 from milkprice.settings import Settings, Source
@@ -67,11 +68,14 @@ def resolve_version(settings: Settings, version: str | None = None) -> Registere
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     name = settings.registered_model
     try:
-        found = (
-            client.get_model_version(name, version)
-            if version
-            else client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-        )
+        # Under the store's lock (a file lock for SQLite, nothing for servers): the first touch
+        # of a new SQLite store migrates it, and two processes migrating at once break it.
+        with mlflow_lock(settings.mlflow_tracking_uri):
+            found = (
+                client.get_model_version(name, version)
+                if version
+                else client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+            )
     except MlflowException as exc:
         wanted = (
             f"version {version}" if version else f"version holding the {CHAMPION_ALIAS!r} alias"
