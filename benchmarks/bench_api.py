@@ -1,7 +1,7 @@
 """Latency and throughput of the prediction API on the real SNIIM data, against in-process calls.
 
 Run: ``.venv/bin/python benchmarks/bench_api.py``. Trains a champion on the real data
-(``MILKPRICE_REAL_DATA``, default ``../shared/data/sniim``, read only; validation month 2025-04,
+(``MILKPRICE_REAL_DATA``, default ``../shared/data/sniim``, read only; validation month 2025-01,
 2 Optuna trials, MLflow SQLite store in a temporary folder), starts the real server
 (``milkprice api``) on a free loopback port and measures: start-up to ready, single-row
 ``/predict`` p50/p99, sustained requests/s under a bounded load from ``wrk`` (8 connections;
@@ -37,7 +37,7 @@ from milkprice.settings import get_settings
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "api.json"
 MILKPRICE = Path(sys.executable).parent / "milkprice"
-VALIDATION_MONTH = (2025, 4)
+VALIDATION_MONTH = (2025, 1)
 N_TRIALS = "2"
 LOAD_SECONDS = 12
 CONNECTIONS = 8
@@ -246,7 +246,7 @@ def main() -> int:
         return 1
     tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
     env = bench_env(tmp)
-    print(f"training a champion on {data_root()} (validation month 2025-04) ...", flush=True)
+    print(f"training a champion on {data_root()} (validation month 2025-01) ...", flush=True)
     train_s = train_champion(env, tmp)
     process, url, startup_s = start_server(env, tmp)
     try:

@@ -1,7 +1,7 @@
 """Cost of orchestration: the Prefect flow vs the same training run called plainly.
 
 Run: ``.venv/bin/python benchmarks/bench_flow_overhead.py``. Starts a real ``prefect server``
-on a free loopback port, then on the real SNIIM data (validation month 2025-03) alternates
+on a free loopback port, then on the real SNIIM data (validation month 2025-01) alternates
 ``milkprice.pipeline.training_run.run_training`` (plain) and the flow ``main`` (each task a Prefect task run
 reported to the server), both logging to the same SQLite MLflow store, and reports the ratio of
 the median flow time to the median plain time (target <= 1.15). Writes
@@ -23,7 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "flow_overhead.json"
-YEAR, MONTH = 2025, 3
+YEAR, MONTH = 2025, 1
 REPEATS = 3
 MAX_RATIO = 1.15
 

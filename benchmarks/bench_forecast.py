@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python benchmarks/bench_forecast.py``. Copies the real SNIIM partitions into a
 temporary lake (the forecast writes ``forecasts/`` and ``reports/`` beside them; the shared data
-is never written), trains a champion on validation month 2025-04, starts a real ``prefect
+is never written), trains a champion on validation month 2025-01, starts a real ``prefect
 server`` on a free loopback port, then alternates ``milkprice.pipeline.forecast_run.run_forecast``
 (plain) and the flow ``forecast`` (each step a task run reported to the server), every series to
 the end of the month after the cut-off, and reports the median times and their ratio. Writes
@@ -47,7 +47,7 @@ def main() -> int:
         from milkprice.settings import get_settings  # noqa: PLC0415
         from orchestration.flows.forecast_flow import forecast as flow  # noqa: PLC0415
 
-        trained = run_training(get_settings(), "local", 2025, 4)
+        trained = run_training(get_settings(), "local", 2025, 1)
         print(f"champion: version {trained.model_version}, promoted={trained.promoted}")
         first = run_forecast(get_settings(), "local")  # warm-up: imports, model cache
         flow(source="local")  # warm-up: flow registration

@@ -206,7 +206,7 @@ def ls_command(source: SourceOption = None) -> None:
         )
         return
     table = Table(title=f"lake {lake.base_uri}")
-    for column in ("month", "rows", "missing", "series", "dates"):
+    for column in ("month", "rows", "missing", "series", "dates", "suspect", "glitches", "pending"):
         table.add_column(column, justify="left" if column == "month" else "right")
     for info in infos:
         share = info.missing_prices / info.rows if info.rows else 0.0
@@ -216,9 +216,17 @@ def ls_command(source: SourceOption = None) -> None:
             f"{info.missing_prices:,} ({share:.1%})",
             str(info.series),
             str(info.dates),
+            str(info.suspect),
+            str(info.glitches),
+            str(info.pending),
         )
     out.print(table)
     out.print(f"{len(infos)} month(s), {sum(i.rows for i in infos):,} rows")
+    out.print(
+        "suspect: readings that jumped from their series' level; glitches: those the next "
+        "publication reverted (never used as anchors); pending: not settled yet (forecast as a "
+        "mixture with the previous level, weighted by p_glitch)"
+    )
 
 
 @data_app.command("push")

@@ -74,8 +74,8 @@ class Settings(BaseSettings):
         0,
         ge=0,
         validation_alias="MILKPRICE_N_TRIALS",
-        description="Optuna trials per training run; 0 (the default): fixed LightGBM settings, "
-        "only the dead zone (shrink, threshold) is chosen on the inner folds.",
+        description="Optuna trials per training run; 0 (the default): the forecaster's fixed "
+        "settings, nothing searched.",
     )
     api_reload_seconds: float = Field(
         60.0,

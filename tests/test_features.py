@@ -11,6 +11,7 @@ import pytest
 
 from milkprice.model.features import (
     FEATURE_COLUMNS,
+    QUALITY_COLUMNS,
     SERIES_KEYS,
     build_features,
     build_training_set,
@@ -166,7 +167,7 @@ def features() -> pd.DataFrame:
 
 def test_one_row_per_series_and_target_date(features: pd.DataFrame) -> None:
     assert len(features) == len(PRICES) * len(TARGETS)
-    assert list(features.columns) == [*SERIES_KEYS, "Fecha", *FEATURE_COLUMNS]
+    assert list(features.columns) == [*SERIES_KEYS, "Fecha", *FEATURE_COLUMNS, *QUALITY_COLUMNS]
     assert set(features["Fecha"]) == set(TARGETS)
     assert not features.duplicated([*SERIES_KEYS, "Fecha"]).any()
 

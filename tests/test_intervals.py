@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from milkprice.model.calibration import evaluation_residuals, fold_residuals
+from milkprice.model.calibration import RESIDUAL_COLUMNS, evaluation_residuals, fold_residuals
 from milkprice.model.forecast import MilkForecaster
 from milkprice.model.intervals import (
     HORIZON_EDGES,
     INTERVAL_COLUMNS,
+    QUANTILE_METHOD,
     IntervalTable,
     interval_score,
 )
@@ -136,7 +137,7 @@ def test_fold_residuals_are_out_of_sample(frame: pd.DataFrame) -> None:
     rows = build_window_rows(frame, split)
     params = {"num_boost_round": 20}
     residuals = fold_residuals(frame, rows, params, split.validation_origin, seed=0)
-    assert set(residuals.columns) == {"origin", "horizon_days", "residual"}
+    assert list(residuals.columns) == RESIDUAL_COLUMNS
     assert residuals["horizon_days"].between(1, HORIZON_EDGES[-1]).all()
     # Every residual is of a date after its origin and on or before the cut-off.
     dates = residuals["origin"] + pd.to_timedelta(residuals["horizon_days"], unit="D")
@@ -156,8 +157,13 @@ def test_training_run_stores_intervals_and_scores_their_coverage(
     assert outcome.metrics["coverage_95"] >= outcome.metrics["coverage_80"]
     assert outcome.metrics["width_95"] > outcome.metrics["width_80"] > 0
     predictions = outcome.evaluation.predictions
-    assert (predictions["lower_95"] <= predictions["model"]).all()
-    assert (predictions["model"] <= predictions["upper_95"]).all()
+    assert (predictions["lower_95"] <= predictions["lower_80"]).all()
+    assert (predictions["lower_80"] <= predictions["model"]).all()
+    assert (predictions["model"] <= predictions["upper_80"]).all()
+    assert (predictions["upper_80"] <= predictions["upper_95"]).all()
+    # Conformalized quantiles: each bound is the distribution's quantile plus its offset.
+    table = outcome.forecaster.intervals_
+    assert table.method == QUANTILE_METHOD
     # The registered (refit) model's table also learnt from V's own out-of-sample residuals.
     own = evaluation_residuals(predictions, outcome.split.validation_origin)
     assert sum(outcome.forecaster.intervals_.counts) > 0
@@ -170,3 +176,35 @@ def test_training_run_stores_intervals_and_scores_their_coverage(
     for name in INTERVAL_COLUMNS:
         stored_offsets = loaded.intervals_.offsets[name]
         assert np.allclose(stored_offsets, outcome.forecaster.intervals_.offsets[name], atol=1e-6)
+
+
+def test_conformal_offsets_fix_a_miscalibrated_quantile_forecast() -> None:
+    # Quantile forecasts that are too narrow (they claim 80% but cover 50%): the offsets widen
+    # them until fresh draws are covered at the nominal level, per side.
+    rng = np.random.default_rng(4)
+    n = 40_000
+    horizon = rng.integers(1, HORIZON_EDGES[-1] + 1, size=n).astype(float)
+    scale = 1 + horizon / 20
+    actual = rng.normal(size=n) * scale
+    bases = {
+        "lower_95": -1.0 * scale,
+        "lower_80": -0.67 * scale,
+        "upper_80": 0.67 * scale,
+        "upper_95": 1.0 * scale,
+    }
+    table = IntervalTable.fit_quantiles(
+        {name: actual - base for name, base in bases.items()}, horizon
+    )
+    assert table.method == QUANTILE_METHOD
+    fresh = rng.normal(size=n) * scale
+    bounds = table.apply_quantiles(np.zeros(n), bases, horizon)
+    for level in (80, 95):
+        inside = (fresh >= bounds[f"lower_{level}"]) & (fresh <= bounds[f"upper_{level}"])
+        assert abs(inside.mean() - level / 100) < 0.01, (level, inside.mean())
+    # bounds() picks the quantile path for such a table, the point path for a point table.
+    point = IntervalTable.fit(actual, horizon)
+    assert np.allclose(table.bounds(np.zeros(n), bases, horizon)["upper_80"], bounds["upper_80"])
+    assert np.allclose(
+        point.bounds(np.zeros(n), bases, horizon)["upper_80"],
+        point.apply(np.zeros(n), horizon)["upper_80"],
+    )

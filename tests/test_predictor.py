@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from milkprice.model.answers import ANSWER_COLUMNS, forecast_frame
 from milkprice.model.features import SERIES_KEYS
 from milkprice.model.forecast import MilkForecaster
 from milkprice.model.training import train_and_evaluate
@@ -57,11 +58,17 @@ def test_prices_equal_the_forecasters_own_path(predictor, forecaster, frame) -> 
     # Both must give the same price for every (series, date).
     dates = forecast_dates(CUTOFF)
     served = predictor.forecast(dates)
-    direct = forecaster.predict(frame, CUTOFF, dates, series=predictor.series)
-    merged = served.merge(direct, on=[*SERIES_KEYS, "Fecha"], validate="one_to_one")
+    direct = forecast_frame(forecaster, frame, CUTOFF, dates, series=predictor.series)
+    merged = served.merge(
+        direct, on=[*SERIES_KEYS, "Fecha"], validate="one_to_one", suffixes=("", "_direct")
+    )
     assert len(merged) == len(predictor.series) * len(dates)
-    # Equal up to the 4 decimals answers are rounded to.
-    assert np.allclose(merged["price"], merged["prediction"], rtol=0, atol=0.5e-4 + 1e-12)
+    for column in ANSWER_COLUMNS:
+        assert (merged[column] == merged[f"{column}_direct"]).all(), column
+    # The median is the model's own median of the same rows (rounded to 4 decimals).
+    median = forecaster.predict(frame, CUTOFF, dates, series=predictor.series)
+    both = served.merge(median, on=[*SERIES_KEYS, "Fecha"])
+    assert np.allclose(both["price"], both["prediction"], rtol=0, atol=0.5e-4 + 1e-12)
 
 
 def test_rows_after_the_cutoff_change_nothing(frame, forecaster, predictor) -> None:
@@ -72,7 +79,11 @@ def test_rows_after_the_cutoff_change_nothing(frame, forecaster, predictor) -> N
 
 def test_intervals_are_nested_and_ordered(predictor) -> None:
     out = predictor.forecast(forecast_dates(CUTOFF))
-    assert list(out.columns[5:10]) == FORECAST_COLUMNS
+    assert list(out.columns[5 : 5 + len(FORECAST_COLUMNS)]) == FORECAST_COLUMNS
+    assert ((out["p_change"] >= 0) & (out["p_change"] <= 1)).all()
+    assert ((out["p_glitch"] >= 0) & (out["p_glitch"] <= 1)).all()
+    assert (out["suspect"] == (out["p_glitch"] > 0)).all()
+    assert (out["anchor_date"] <= CUTOFF).all()
     assert (out["lower_95"] <= out["lower_80"]).all()
     assert (out["lower_80"] <= out["price"]).all()
     assert (out["price"] <= out["upper_80"]).all()

@@ -8,6 +8,8 @@ import pytest
 from mlflow import MlflowClient
 
 from milkprice.data.demo import generate_demo_frame
+from milkprice.model.answers import forecast_frame
+from milkprice.model.features import SERIES_KEYS
 from milkprice.model.forecast import MilkForecaster
 from milkprice.months import Month
 from milkprice.registry.promotion import (
@@ -245,9 +247,14 @@ def test_logged_pyfunc_model_forecasts_like_the_forecaster(store, tiny_model):
     history = frame[frame["Fecha"] <= Month(2024, 3).end]
     got = loaded.predict(history, params={"origin": "2024-03-31"})
     dates = sorted(got["Fecha"].unique())
-    expected = model.predict(history, Month(2024, 3).end, dates)
+    expected = forecast_frame(model, history, Month(2024, 3).end, dates)
     assert {pd.Timestamp(d).month for d in dates} == {4}
     assert {pd.Timestamp(d).dayofweek for d in dates} <= {0, 2, 4}
+    # The pyfunc's output is every forecast's: the same names as the API's answers.
+    assert list(got.columns) == [*SERIES_KEYS, "Fecha", "price", "mean", "p_change"]
     pd.testing.assert_frame_equal(
         got.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False
     )
+    # The median is the forecaster's own, to the 4 decimals answers are rounded to.
+    median = model.predict(history, Month(2024, 3).end, dates)
+    assert np.allclose(got["price"], median["prediction"], atol=0.5e-4 + 1e-12)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
+import pandas as pd
+
 from milkprice.data.lake import Lake
+from milkprice.data.quality import assess_readings
 from milkprice.months import Month
 
 __all__ = ["MonthInfo", "PushResult", "PushStatus", "describe_lake", "push_lake"]
@@ -48,6 +51,12 @@ class MonthInfo:
     series: int
     dates: int
     path: str
+    suspect: int = 0
+    """Readings that jumped from their series' level (quality verdict ``suspect``)."""
+    glitches: int = 0
+    """Suspect readings a later publication settled as glitches (set aside as anchors)."""
+    pending: int = 0
+    """Suspect readings no later publication has settled yet (discounted by ``p_glitch``)."""
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict with the month as text."""
@@ -130,9 +139,10 @@ def describe_lake(
         LakeDataError: a partition is unreadable or fails validation (the message names it).
 
     """
-    infos = []
+    infos, frames = [], []
     for month in lake.list_months():
-        _, summary = lake.read_month(month)
+        frame, summary = lake.read_month(month)
+        frames.append(frame)
         info = MonthInfo(
             month=month,
             rows=summary.rows,
@@ -144,4 +154,18 @@ def describe_lake(
         infos.append(info)
         if on_month is not None:
             on_month(info)
-    return infos
+    if not frames:
+        return infos
+    # Verdicts run over the whole lake in time order: a level carries across months.
+    verdicts = assess_readings(pd.concat(frames, ignore_index=True))
+    suspect = verdicts.loc[verdicts["verdict"] == "suspect"]
+    month_of = suspect["Fecha"].dt.strftime("%Y-%m")
+    counts = {
+        "suspect": month_of.value_counts(),
+        "glitches": month_of[suspect["settled"] == "glitch"].value_counts(),
+        "pending": month_of[suspect["settled"] == ""].value_counts(),
+    }
+    return [
+        replace(info, **{k: int(v.get(str(info.month), 0)) for k, v in counts.items()})
+        for info in infos
+    ]

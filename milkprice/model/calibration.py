@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from milkprice.data.quality import assess_readings
+from milkprice.model.distribution import QUANTILE_LEVELS
 from milkprice.model.features import ANCHOR_COLUMN, SERIES_KEYS, build_features, last_prices
 from milkprice.model.forecast import MilkForecaster
-from milkprice.model.intervals import HORIZON_EDGES, IntervalTable
+from milkprice.model.intervals import HORIZON_EDGES, INTERVAL_COLUMNS, IntervalTable
 
 __all__ = [
     "CALIBRATION_ORIGINS",
@@ -32,7 +33,7 @@ __all__ = [
 # Eight origins (four months of month ends and mid-months): about 40,000 residuals, the longest
 # horizon bucket fed by the oldest four, for eight small fits.
 CALIBRATION_ORIGINS = 8
-RESIDUAL_COLUMNS = ["origin", "horizon_days", "residual"]
+RESIDUAL_COLUMNS = ["origin", "horizon_days", "residual", *(f"r_{n}" for n in INTERVAL_COLUMNS)]
 _MIN_EARLIER_ORIGINS = 3
 
 
@@ -73,7 +74,8 @@ def fold_residuals(
         max_horizon_days: Longest horizon forecast from each origin.
 
     Returns:
-        ``origin``, ``horizon_days`` and ``residual`` (actual - forecast), one row per scored
+        :data:`RESIDUAL_COLUMNS`: ``residual`` (actual - median) and ``r_<bound>`` (actual - the
+        distribution's raw quantile behind each interval bound), one row per scored
         (series, date).
 
     Raises:
@@ -83,6 +85,7 @@ def fold_residuals(
     known = frame.loc[frame["Fecha"] <= cutoff]
     actual = known.dropna(subset=["Precio"])[[*SERIES_KEYS, "Fecha", "Precio"]]
     dates = pd.DatetimeIndex(sorted(known["Fecha"].unique()))
+    verdicts = assess_readings(known)
     parts: list[pd.DataFrame] = []
     for origin in calibration_origins(pd.unique(rows["origin"]), cutoff, n_origins):
         targets = _targets(dates, origin, cutoff, max_horizon_days)
@@ -90,8 +93,11 @@ def fold_residuals(
         if not targets or train.empty:
             continue
         model = MilkForecaster(params=params, seed=seed).fit_rows(train)
-        features = build_features(known, origin, targets)
-        features["forecast"] = model.predict_rows(features)
+        features = build_features(known, origin, targets, verdicts=verdicts)
+        distribution = model.distribution(features)
+        features["forecast"] = distribution.median()
+        for name, values in distribution.quantiles(QUANTILE_LEVELS).items():
+            features[f"q_{name}"] = values
         parts.append(_residuals(features, actual, origin))
     if not parts:
         raise ValueError(
@@ -103,13 +109,18 @@ def fold_residuals(
 
 def _residuals(forecast: pd.DataFrame, actual: pd.DataFrame, origin: pd.Timestamp) -> pd.DataFrame:
     scored = forecast.merge(actual, on=[*SERIES_KEYS, "Fecha"], how="inner")
-    return pd.DataFrame(
+    actual_price = scored["Precio"].to_numpy(dtype=float)
+    out = pd.DataFrame(
         {
             "origin": origin,
             "horizon_days": (scored["Fecha"] - origin).dt.days.to_numpy(dtype=float),
-            "residual": (scored["Precio"] - scored["forecast"]).to_numpy(dtype=float),
+            "residual": actual_price - scored["forecast"].to_numpy(dtype=float),
         }
     )
+    for name in INTERVAL_COLUMNS:
+        base = scored[f"q_{name}"] if f"q_{name}" in scored else scored["forecast"]
+        out[f"r_{name}"] = actual_price - base.to_numpy(dtype=float)
+    return out
 
 
 def naive_fold_residuals(
@@ -141,21 +152,17 @@ def naive_fold_residuals(
 
 
 def evaluation_residuals(predictions: pd.DataFrame, origin: pd.Timestamp) -> pd.DataFrame:
-    """Residuals of a month's evaluation (``actual``, ``model`` columns) from its origin."""
-    scored = predictions.dropna(subset=["actual", "model"])
-    return pd.DataFrame(
-        {
-            "origin": pd.Timestamp(origin),
-            "horizon_days": (scored["Fecha"] - pd.Timestamp(origin)).dt.days.astype(float),
-            "residual": (scored["actual"] - scored["model"]).to_numpy(dtype=float),
-        }
+    """Residuals of a month's evaluation (``actual``, ``model``, ``q_<bound>``) from its origin."""
+    scored = predictions.dropna(subset=["actual", "model"]).rename(
+        columns={"model": "forecast", "actual": "Precio"}
     )
+    return _residuals(scored, scored[[*SERIES_KEYS, "Fecha"]], pd.Timestamp(origin))
 
 
 def attach_intervals(model: MilkForecaster, residuals: pd.DataFrame) -> MilkForecaster:
-    """Give ``model`` the interval table fit on ``residuals``; returns the model."""
-    finite = residuals.loc[np.isfinite(residuals["residual"])]
-    model.intervals_ = IntervalTable.fit(
-        finite["residual"].to_numpy(), finite["horizon_days"].to_numpy()
+    """Give ``model`` the conformalized-quantile table fit on ``residuals``; returns the model."""
+    model.intervals_ = IntervalTable.fit_quantiles(
+        {name: residuals[f"r_{name}"].to_numpy() for name in INTERVAL_COLUMNS},
+        residuals["horizon_days"].to_numpy(),
     )
     return model

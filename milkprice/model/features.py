@@ -14,11 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from milkprice.data.quality import QualityMatrix, assess_readings
 from milkprice.months import Month
 
 __all__ = [
     "ANCHOR_COLUMN",
     "FEATURE_COLUMNS",
+    "QUALITY_COLUMNS",
     "SERIES_KEYS",
     "TARGET_COLUMN",
     "build_features",
@@ -62,7 +64,13 @@ FEATURE_COLUMNS: list[str] = [
     "rel_other_canal",
     "city_delta_14d",
     "step_size_91d",
+    "prev_level_delta",
+    "revert_share_91d",
 ]
+
+
+# Carried beside the features (never fed to the boosters): the anchor's verdict.
+QUALITY_COLUMNS: list[str] = ["p_glitch", "previous_level"]
 
 
 def to_wide(frame: pd.DataFrame) -> pd.DataFrame:
@@ -144,10 +152,21 @@ def _days_before(dates: pd.DatetimeIndex, index: np.ndarray, origin: pd.Timestam
     return out
 
 
-def _series_features(wide: pd.DataFrame, origin: pd.Timestamp) -> pd.DataFrame:
-    """Per-series features at ``origin`` from a wide matrix already cut at the origin."""
+def _series_features(
+    wide: pd.DataFrame, origin: pd.Timestamp, quality: QualityMatrix | None = None
+) -> pd.DataFrame:
+    """Per-series features at ``origin`` from a wide matrix already cut at the origin.
+
+    With ``quality`` (aligned with the uncut matrix), readings known at the origin to have been
+    glitches are skipped, and the anchor's ``p_glitch`` and previous level are added.
+    """
     dates = pd.DatetimeIndex(wide.index)
     values = wide.to_numpy(dtype=float)
+    p_glitch = np.zeros(values.shape[1])
+    previous_level = np.full(values.shape[1], np.nan)
+    if quality is not None:
+        values, p_glitch, previous_level = quality.at(values, origin)
+        wide = pd.DataFrame(values, index=wide.index, columns=wide.columns)
     series = _series_frame(wide.columns)
     n_dates, n_series = values.shape
     filled = wide.ffill().to_numpy(dtype=float)
@@ -183,12 +202,45 @@ def _series_features(wide: pd.DataFrame, origin: pd.Timestamp) -> pd.DataFrame:
     abs_steps = np.where(changed, np.abs(steps), np.nan)
     out["step_size_91d"] = _nan_reduce("nanmean", abs_steps[step_rows])
     out["changes_91d"] = changed[step_rows].sum(axis=0).astype(float)
+    out["prev_level_delta"], out["revert_share_91d"] = _previous_level(filled, changed, step_rows)
     recent = observed[_window_rows(dates, origin, _MISSING_WINDOW_DAYS)]
     out["missing_frac_28d"] = 1.0 - recent.mean(axis=0) if len(recent) else np.nan
     out["last_missing"] = (~observed[-1]).astype(float) if n_dates else np.nan
 
     out = out.assign(**_peer_features(series, last, out["delta_14d"].to_numpy()))
+    out["p_glitch"] = p_glitch
+    out["previous_level"] = previous_level
     return out
+
+
+def _previous_level(
+    filled: np.ndarray, changed: np.ndarray, window: slice
+) -> tuple[np.ndarray, np.ndarray]:
+    """The level before the last change (minus the anchor), and how often changes went back.
+
+    Supermarket prices step between a regular and a promotional price, so the most likely move
+    of many series is back to the level before the last change. ``revert_share_91d`` is the
+    share of the window's changes that landed on the level held before the previous change.
+    """
+    n_steps, n_series = changed.shape
+    if n_steps == 0:
+        nan = np.full(n_series, np.nan)
+        return nan, nan
+    step_index = np.arange(n_steps)[:, None]
+    # Row of the latest change strictly before each step (-1 if none).
+    marks = np.where(changed, step_index, -1)
+    previous = np.vstack([np.full((1, n_series), -1), np.maximum.accumulate(marks, axis=0)[:-1]])
+    columns = np.arange(n_series)[None, :]
+    before_previous = filled[np.maximum(previous, 0), columns]
+    after = filled[1:]
+    reverted = changed & (previous >= 0) & (np.abs(after - before_previous) < 0.005)
+    last_change = _last_index(changed)
+    level_before = np.where(
+        last_change >= 0, filled[np.maximum(last_change, 0), np.arange(n_series)], np.nan
+    )
+    n_changes = changed[window].sum(axis=0)
+    share = np.where(n_changes > 0, reverted[window].sum(axis=0) / np.maximum(n_changes, 1), np.nan)
+    return level_before - filled[-1], share
 
 
 def _mean_of_others(series: pd.DataFrame, keys: list[str], values: np.ndarray) -> np.ndarray:
@@ -225,11 +277,19 @@ def _expand_to_dates(
     repeated = per_series.loc[per_series.index.repeat(len(dates))].reset_index(drop=True)
     repeated["Fecha"] = np.tile(dates.to_numpy(), len(per_series))
     repeated["horizon_days"] = (repeated["Fecha"] - origin).dt.days.astype(float)
-    return repeated[[*SERIES_KEYS, "Fecha", *FEATURE_COLUMNS]]
+    return repeated[[*SERIES_KEYS, "Fecha", *FEATURE_COLUMNS, *QUALITY_COLUMNS]]
 
 
 def _cut(wide: pd.DataFrame, origin: pd.Timestamp) -> pd.DataFrame:
     return wide.loc[wide.index <= origin]
+
+
+def _quality(
+    history: pd.DataFrame, wide: pd.DataFrame, verdicts: pd.DataFrame | None
+) -> QualityMatrix:
+    if verdicts is None:
+        verdicts = assess_readings(history)
+    return QualityMatrix.from_verdicts(verdicts, wide.index, wide.columns)
 
 
 def build_features(
@@ -237,6 +297,7 @@ def build_features(
     origin: pd.Timestamp,
     target_dates: Sequence[pd.Timestamp],
     series: pd.DataFrame | None = None,
+    verdicts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Feature rows for every series and target date, using only rows with ``Fecha <= origin``.
 
@@ -247,28 +308,38 @@ def build_features(
         series: Optional frame of ``SERIES_KEYS`` fixing which series to produce rows for
             (default: every series in ``history``). Series unknown to the history get the
             fallback anchor and NaN history features.
+        verdicts: The readings' quality verdicts (:func:`milkprice.data.quality.assess_readings`
+            of ``history`` or of a longer frame); computed from ``history`` when not given.
 
     Returns:
-        One row per (series, target date): ``SERIES_KEYS``, ``Fecha`` and ``FEATURE_COLUMNS``.
+        One row per (series, target date): ``SERIES_KEYS``, ``Fecha``, ``FEATURE_COLUMNS`` and
+        ``QUALITY_COLUMNS``.
     """
     origin = pd.Timestamp(origin)
     wide = _with_series(_cut(to_wide(history), origin), series)
-    return _expand_to_dates(_only(_series_features(wide, origin), series), origin, target_dates)
+    quality = _quality(history.loc[history["Fecha"] <= origin], wide, verdicts)
+    per_series = _series_features(wide, origin, quality)
+    return _expand_to_dates(_only(per_series, series), origin, target_dates)
 
 
-def series_features(history: pd.DataFrame, origin: pd.Timestamp) -> pd.DataFrame:
+def series_features(
+    history: pd.DataFrame, origin: pd.Timestamp, verdicts: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Per-series features at ``origin`` (every feature but ``horizon_days``, which is NaN).
 
     What :func:`build_features` computes once per series before repeating it over the target
     dates; a server computes it once per cut-off and answers any (series, date) from it.
 
     Returns:
-        One row per series of ``history``: ``SERIES_KEYS`` and ``FEATURE_COLUMNS``.
+        One row per series of ``history``: ``SERIES_KEYS``, ``FEATURE_COLUMNS`` and
+        ``QUALITY_COLUMNS``.
     """
     origin = pd.Timestamp(origin)
-    per_series = _series_features(_cut(to_wide(history), origin), origin)
+    wide = _cut(to_wide(history), origin)
+    quality = _quality(history.loc[history["Fecha"] <= origin], wide, verdicts)
+    per_series = _series_features(wide, origin, quality)
     per_series["horizon_days"] = np.nan
-    return per_series[[*SERIES_KEYS, *FEATURE_COLUMNS]].reset_index(drop=True)
+    return per_series[[*SERIES_KEYS, *FEATURE_COLUMNS, *QUALITY_COLUMNS]].reset_index(drop=True)
 
 
 def _with_series(wide: pd.DataFrame, series: pd.DataFrame | None) -> pd.DataFrame:
@@ -317,7 +388,11 @@ def target_horizon_end(origin: pd.Timestamp) -> pd.Timestamp:
 
 
 def build_training_set(
-    frame: pd.DataFrame, origins: Sequence[pd.Timestamp], *, date_stride: int = 1
+    frame: pd.DataFrame,
+    origins: Sequence[pd.Timestamp],
+    *,
+    date_stride: int = 1,
+    verdicts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Supervised rows over several origins: features plus the observed price as target.
 
@@ -330,11 +405,14 @@ def build_training_set(
         origins: Forecast origins.
         date_stride: Keep every ``date_stride``-th target date of each origin (1: all). Sticky
             prices make neighbouring dates nearly duplicate rows; thinning saves training time.
+        verdicts: Quality verdicts of ``frame``'s readings (computed when not given); each
+            origin skips the readings known by then to have been glitches.
 
     Returns:
         Feature rows with ``SERIES_KEYS``, ``Fecha``, ``origin`` and ``TARGET_COLUMN``.
     """
     wide = to_wide(frame)
+    quality = _quality(frame, wide, verdicts)
     all_dates = [pd.Timestamp(d) for d in wide.index]
     actual = wide.stack(SERIES_KEYS, future_stack=True).rename(TARGET_COLUMN).reset_index()
     parts: list[pd.DataFrame] = []
@@ -344,7 +422,8 @@ def build_training_set(
         targets = [d for d in all_dates if origin < d <= horizon_end][::date_stride]
         if not targets:
             continue
-        rows = _expand_to_dates(_series_features(_cut(wide, origin), origin), origin, targets)
+        per_series = _series_features(_cut(wide, origin), origin, quality)
+        rows = _expand_to_dates(per_series, origin, targets)
         rows["origin"] = origin
         parts.append(rows)
     if not parts:

@@ -1,15 +1,25 @@
-"""The forecaster: LightGBM on the change from the last observed price, shrunk towards no change.
+"""The forecaster: a two-part model of sticky prices, and the distribution it implies.
 
-Prices are sticky (most series do not move between publications), so the last observed price
-(the *anchor*) is a strong forecast and the most likely single outcome is "no change". The model
-therefore predicts ``price - anchor`` with a robust (Huber) loss, and the forecast is::
+Prices are sticky: most series do not move between publications, so the last trusted price
+(the *anchor*) is the most likely single outcome, while the expected outcome is a small move.
+One number cannot serve both, so the forecaster models the outcome in two parts:
 
-    anchor + shrink * sign(change) * max(|change| - threshold, 0)
+1. *whether and how it moves*: a LightGBM classifier of four outcomes at each horizon: stays at
+   the anchor, goes back to the level before the last change (``prev_level_delta``), moves up,
+   moves down;
+2. *how far, given a move*: a LightGBM regression of the log size of a move (up or down), whose
+   residuals give the shape of the size distribution around its prediction.
 
-Soft-thresholding keeps the forecast exactly at the last price unless the model expects a
-clear move (a zero forecast change is optimal for absolute error whenever no move is likely);
-``shrink`` scales the moves it keeps. Both are chosen on time-ordered inner folds (see
-:mod:`milkprice.model.tuning`). With ``shrink = 0`` the forecaster is exactly the naive forecast.
+Together they give, for each row, a :class:`~milkprice.model.distribution.Distribution`: atoms at
+the anchor and the previous level, and quantile points of the up and down moves. The median is
+the published ``price`` (scored with MAE), the mean the expected price (scored with RMSE), and
+``p_change`` the probability of any change; a suspect anchor mixes the distribution around the
+anchor with the same one around the previous level (see :mod:`milkprice.data.quality`).
+
+The settings are few and fixed (chosen on the design months 2024-07..2025-01 only, see
+``docs/accuracy.md``): LightGBM defaults for both boosters except 40 boosting rounds at learning
+rate 0.05, a short fit that keeps the probabilities close to the base rates when the evidence
+is thin.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from milkprice.model.distribution import CHANGE_TOLERANCE, Distribution
 from milkprice.model.features import (
     ANCHOR_COLUMN,
     FEATURE_COLUMNS,
@@ -31,134 +42,129 @@ from milkprice.model.features import (
     build_features,
     build_training_set,
 )
-from milkprice.model.intervals import IntervalTable
+from milkprice.model.intervals import HORIZON_EDGES, IntervalTable
 from milkprice.model.metrics import PREDICTION_COLUMN
 
 __all__ = [
+    "CLASSES",
     "DATASET_PARAMS",
     "DEFAULT_N_JOBS",
     "DEFAULT_PARAMS",
     "MilkForecaster",
-    "adjust_change",
-    "change_target",
     "fit_booster",
-    "make_dataset",
+    "outcome_classes",
 ]
 
-FORMAT_VERSION = 1
-_BOOSTER_FILE = "booster.txt"
+FORMAT_VERSION = 2
+_CLASSIFIER_FILE = "classifier.txt"
+_SIZE_FILE = "size.txt"
 _CONFIG_FILE = "forecaster.json"
 _INTERVALS_FILE = "intervals.json"
 
-# The fixed settings of a training run (``n_trials=0``, the default): a Huber loss on the change
-# and moderate trees. On a rolling evaluation over the ten real months 2024-07..2025-04 they beat
-# a 12-trial Optuna search (which fits noise on three inner folds and may pick an unstable L2
-# loss): RMSE 0.966x and MAE 0.984x naive on average over 3 seeds vs 0.974x/0.989x, worst month
-# 1.007x/1.025x vs 1.030x/1.038x. Only ``shrink`` and ``threshold`` are chosen on inner folds (see
-# milkprice.model.tuning). ``shrink``, ``threshold`` and ``num_boost_round`` are ours, not LightGBM's.
+# Outcome classes of the classifier, in its output order.
+CLASSES: tuple[str, ...] = ("down", "stay", "up", "revert")
+_DOWN, _STAY, _UP, _REVERT = range(len(CLASSES))
+# Points per direction that describe the size of a move (quantiles of its shape).
+_SIZE_POINTS = 20
 DEFAULT_PARAMS: dict[str, Any] = {
-    "objective": "huber",
-    "alpha": 1.0,
     "learning_rate": 0.05,
-    "num_boost_round": 150,
+    "num_boost_round": 40,
     "num_leaves": 15,
     "min_data_in_leaf": 100,
     "feature_fraction": 0.8,
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "lambda_l2": 1.0,
-    "shrink": 1.0,
-    "threshold": 0.1,
 }
 # One thread: on this small data (tens of thousands of rows) a second OpenMP thread gains
 # little, and on a shared 2-core machine a busy neighbour makes LightGBM's spinning threads
 # 10-20x slower (measured 0.4 s vs 12 s for the same fit). Callers may pass n_jobs=2.
 DEFAULT_N_JOBS = 1
-# Binning is fixed (not tuned) so that one binned dataset can serve every trial.
 DATASET_PARAMS: dict[str, Any] = {"max_bin": 63, "feature_pre_filter": False, "verbosity": -1}
-_OWN_KEYS = {"shrink", "threshold", "num_boost_round"}
-# Changes beyond this (MXN/litre) are clipped in training: rare re-basings should not dominate.
-_CHANGE_CLIP = 5.0
+_OWN_KEYS = {"num_boost_round"}
+_SIZE_FEATURES = [*FEATURE_COLUMNS, "move_up"]
 
 
-def change_target(rows: pd.DataFrame) -> np.ndarray:
-    """The learning target: observed price minus the anchor, clipped to +-``_CHANGE_CLIP``."""
+def outcome_classes(rows: pd.DataFrame) -> np.ndarray:
+    """The class of each supervised row's outcome (index into :data:`CLASSES`)."""
     change = rows[TARGET_COLUMN].to_numpy(dtype=float) - rows[ANCHOR_COLUMN].to_numpy(dtype=float)
-    return np.clip(change, -_CHANGE_CLIP, _CHANGE_CLIP)
+    back = rows["prev_level_delta"].to_numpy(dtype=float)
+    classes = np.where(
+        change > CHANGE_TOLERANCE, _UP, np.where(change < -CHANGE_TOLERANCE, _DOWN, _STAY)
+    )
+    reverted = (classes != _STAY) & np.isfinite(back) & (np.abs(change - back) <= CHANGE_TOLERANCE)
+    return np.where(reverted, _REVERT, classes)
 
 
-def adjust_change(change: np.ndarray, shrink: float, threshold: float) -> np.ndarray:
-    """Soft-threshold then scale predicted changes: ``shrink * sign(c) * max(|c| - t, 0)``."""
-    change = np.asarray(change, dtype=float)
-    return shrink * np.sign(change) * np.maximum(np.abs(change) - threshold, 0.0)
-
-
-def make_dataset(rows: pd.DataFrame) -> lgb.Dataset:
-    """A binned LightGBM dataset of supervised rows (features, change target)."""
-    return lgb.Dataset(
-        rows[FEATURE_COLUMNS].to_numpy(dtype=float),
-        label=change_target(rows),
-        feature_name=FEATURE_COLUMNS,
-        params=DATASET_PARAMS,
-        free_raw_data=False,
-    ).construct()
-
-
-def _booster_params(params: dict[str, Any], seed: int, n_jobs: int) -> dict[str, Any]:
+def _booster_params(
+    params: dict[str, Any], seed: int, n_jobs: int, objective: dict[str, Any]
+) -> dict[str, Any]:
     booster = {k: v for k, v in params.items() if k not in _OWN_KEYS}
     booster.update(DATASET_PARAMS)
+    booster.update(objective)
     booster.update(
-        seed=seed,
-        num_threads=n_jobs,
-        deterministic=True,
-        force_row_wise=True,
-        verbosity=-1,
+        seed=seed, num_threads=n_jobs, deterministic=True, force_row_wise=True, verbosity=-1
     )
     return booster
 
 
 def fit_booster(
-    data: pd.DataFrame | lgb.Dataset,
+    features: np.ndarray,
+    label: np.ndarray,
     params: dict[str, Any],
+    objective: dict[str, Any],
+    *,
     seed: int,
     n_jobs: int = DEFAULT_N_JOBS,
+    feature_names: Sequence[str] = FEATURE_COLUMNS,
 ) -> lgb.Booster:
-    """Train a LightGBM booster on the change target of supervised rows.
-
-    Args:
-        data: Output of :func:`milkprice.model.features.build_training_set`, or a dataset made from
-            it by :func:`make_dataset` (reusable across parameter sets).
-        params: Merged parameters (LightGBM ones plus ``num_boost_round``).
-        seed: Random seed for LightGBM.
-        n_jobs: LightGBM threads.
-
-    Returns:
-        The trained booster.
-    """
-    dataset = data if isinstance(data, lgb.Dataset) else make_dataset(data)
+    """Train one LightGBM booster (``objective``: LightGBM's objective parameters)."""
+    dataset = lgb.Dataset(
+        features, label=label, feature_name=list(feature_names), params=DATASET_PARAMS
+    )
     return lgb.train(
-        _booster_params(params, seed, n_jobs),
+        _booster_params(params, seed, n_jobs, objective),
         dataset,
         num_boost_round=int(params["num_boost_round"]),
     )
 
 
+def _rate_keys(ultra: np.ndarray, autoservicio: np.ndarray, horizon: np.ndarray) -> list[str]:
+    bucket = np.searchsorted(np.asarray(HORIZON_EDGES), horizon, side="left")
+    return [
+        f"{int(u)}{int(a)}{int(b)}" for u, a, b in zip(ultra, autoservicio, bucket, strict=True)
+    ]
+
+
+def _base_rates(features: np.ndarray, changed: np.ndarray) -> dict[str, float]:
+    """Share of changed outcomes per Tipo x Canal x horizon bucket (keys as :func:`_rate_keys`)."""
+    column = FEATURE_COLUMNS.index
+    keys = _rate_keys(
+        features[:, column("is_ultra")],
+        features[:, column("is_autoservicio")],
+        features[:, column("horizon_days")],
+    )
+    frame = pd.DataFrame({"key": keys, "changed": changed.astype(float)})
+    return {str(k): float(v) for k, v in frame.groupby("key")["changed"].mean().items()}
+
+
 class MilkForecaster:
-    """Forecasts every series' price at given dates after an origin (sklearn-style).
+    """Forecast distributions of every series' price at dates after an origin (sklearn-style).
 
     Args:
-        params: Overrides of :data:`DEFAULT_PARAMS` (LightGBM parameters, ``num_boost_round``,
-            ``shrink``, ``threshold``).
+        params: Overrides of :data:`DEFAULT_PARAMS` (LightGBM parameters, ``num_boost_round``).
         seed: Seed for LightGBM's bagging and feature sampling.
         n_jobs: LightGBM threads.
 
     Attributes:
-        booster_: The fitted LightGBM booster.
-        feature_names_: Feature columns the booster expects.
+        classifier_: The booster of the outcome classes (:data:`CLASSES`).
+        size_: The booster of the log size of a move (features plus ``move_up``).
+        size_shape_: Quantile points of the size residuals, ``{"up": [...], "down": [...]}``.
+        feature_names_: Feature columns the boosters expect.
         n_training_rows_: Number of supervised rows used in ``fit``.
         origins_: The training origins.
         intervals_: Optional :class:`~milkprice.model.intervals.IntervalTable` (set by the
-            training run from out-of-sample residuals; saved beside the booster).
+            training run from out-of-sample residuals; saved beside the boosters).
     """
 
     def __init__(
@@ -190,26 +196,126 @@ class MilkForecaster:
         return self.fit_rows(build_training_set(frame, origins, date_stride=date_stride))
 
     def fit_rows(self, rows: pd.DataFrame) -> MilkForecaster:
-        """Fit on an already built training set (used by tuning to avoid rebuilding features)."""
+        """Fit both parts on an already built training set."""
         if rows.empty:
             raise ValueError("no training rows: every target price is missing")
-        self.booster_ = fit_booster(rows, self.merged_params_, self.seed, self.n_jobs)
+        params = self.merged_params_
+        features = rows[FEATURE_COLUMNS].to_numpy(dtype=float)
+        classes = outcome_classes(rows)
+        self.classifier_ = fit_booster(
+            features,
+            classes,
+            params,
+            {"objective": "multiclass", "num_class": len(CLASSES)},
+            seed=self.seed,
+            n_jobs=self.n_jobs,
+        )
+        moved = (classes == _UP) | (classes == _DOWN)
+        if not moved.any():
+            raise ValueError("no training row moves up or down; cannot learn the size of a move")
+        change = rows[TARGET_COLUMN].to_numpy(dtype=float) - rows[ANCHOR_COLUMN].to_numpy(
+            dtype=float
+        )
+        up = (classes[moved] == _UP).astype(float)
+        size_x = np.column_stack([features[moved], up])
+        log_size = np.log(np.abs(change[moved]))
+        self.size_ = fit_booster(
+            size_x,
+            log_size,
+            params,
+            {"objective": "l2"},
+            seed=self.seed,
+            n_jobs=self.n_jobs,
+            feature_names=_SIZE_FEATURES,
+        )
+        residual = log_size - self.size_.predict(size_x)
+        levels = (np.arange(_SIZE_POINTS) + 0.5) / _SIZE_POINTS
+        self.size_shape_ = {
+            name: [float(x) for x in np.quantile(residual[mask], levels)]
+            if mask.any()
+            else [0.0] * _SIZE_POINTS
+            for name, mask in (("up", up == 1), ("down", up == 0))
+        }
+        self.base_rates_ = _base_rates(features, classes != _STAY)
         self.feature_names_ = list(FEATURE_COLUMNS)
         self.n_training_rows_ = len(rows)
         self.origins_ = sorted({pd.Timestamp(o) for o in rows["origin"]})
         return self
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "booster_"):
+        if not hasattr(self, "classifier_"):
             raise RuntimeError("MilkForecaster is not fitted; call fit() or from_artifacts()")
 
-    def predict_rows(self, rows: pd.DataFrame) -> np.ndarray:
-        """Forecast prices for feature rows: anchor plus the adjusted predicted change."""
+    def distribution_of(
+        self,
+        features: np.ndarray,
+        p_glitch: np.ndarray | None = None,
+        previous_level: np.ndarray | None = None,
+    ) -> Distribution:
+        """The forecast distribution of feature rows (a matrix in :data:`FEATURE_COLUMNS` order).
+
+        Args:
+            features: Feature matrix; its anchor column is the last published (unsettled) price.
+            p_glitch: Per row, the probability that the anchor is a glitch (default 0).
+            previous_level: Per row, the trusted level before a suspect anchor.
+
+        Returns:
+            The distribution; with ``p_glitch``, a mixture of the shape around the anchor and
+            the same shape around the previous level.
+        """
         self._check_fitted()
-        change = self.booster_.predict(rows[self.feature_names_].to_numpy(dtype=float))
-        params = self.merged_params_
-        adjusted = adjust_change(change, float(params["shrink"]), float(params["threshold"]))
-        return rows[ANCHOR_COLUMN].to_numpy(dtype=float) + adjusted
+        n = len(features)
+        probs = self.classifier_.predict(features).reshape(n, len(CLASSES))
+        anchor = features[:, FEATURE_COLUMNS.index(ANCHOR_COLUMN)]
+        back = np.nan_to_num(features[:, FEATURE_COLUMNS.index("prev_level_delta")])
+        sizes = {
+            name: np.exp(self.size_.predict(np.column_stack([features, np.full(n, flag)])))
+            for name, flag in (("up", 1.0), ("down", 0.0))
+        }
+        up = sizes["up"][:, None] * np.exp(np.asarray(self.size_shape_["up"]))[None, :]
+        down = sizes["down"][:, None] * np.exp(np.asarray(self.size_shape_["down"]))[None, :]
+        shift = np.concatenate([np.zeros((n, 1)), back[:, None], up, -down], axis=1)
+        weights = np.concatenate(
+            [
+                probs[:, [_STAY]],
+                probs[:, [_REVERT]],
+                np.repeat(probs[:, [_UP]] / _SIZE_POINTS, _SIZE_POINTS, axis=1),
+                np.repeat(probs[:, [_DOWN]] / _SIZE_POINTS, _SIZE_POINTS, axis=1),
+            ],
+            axis=1,
+        )
+        around = Distribution(points=anchor[:, None] + shift, weights=weights, anchor=anchor)
+        if p_glitch is None or previous_level is None or not np.any(p_glitch > 0):
+            return around
+        level = np.where(np.isfinite(previous_level), previous_level, anchor)
+        moved = Distribution(points=level[:, None] + shift, weights=weights, anchor=level)
+        return Distribution.mixture(around, moved, np.nan_to_num(p_glitch))
+
+    def distribution(self, rows: pd.DataFrame) -> Distribution:
+        """The distribution of feature rows (a frame; ``p_glitch``/``previous_level`` if given)."""
+        p_glitch = rows["p_glitch"].to_numpy(dtype=float) if "p_glitch" in rows else None
+        previous = (
+            rows["previous_level"].to_numpy(dtype=float) if "previous_level" in rows else None
+        )
+        return self.distribution_of(rows[FEATURE_COLUMNS].to_numpy(dtype=float), p_glitch, previous)
+
+    def base_rate(self, rows: pd.DataFrame, horizon_days: np.ndarray) -> np.ndarray:
+        """The training window's share of changed prices per Tipo x Canal x horizon bucket.
+
+        The reference forecast that ``p_change``'s Brier score is compared with.
+        """
+        self._check_fitted()
+        keys = _rate_keys(
+            rows["is_ultra"].to_numpy(dtype=float),
+            rows["is_autoservicio"].to_numpy(dtype=float),
+            np.asarray(horizon_days, dtype=float),
+        )
+        overall = float(np.mean(list(self.base_rates_.values())))
+        return np.asarray([self.base_rates_.get(k, overall) for k in keys], dtype=float)
+
+    def predict_rows(self, rows: pd.DataFrame) -> np.ndarray:
+        """The median forecast (the published ``price``) of feature rows."""
+        return self.distribution(rows).median()
 
     def predict(
         self,
@@ -227,19 +333,23 @@ class MilkForecaster:
             series: Optional ``SERIES_KEYS`` frame of series to forecast (default: all in history).
 
         Returns:
-            ``SERIES_KEYS``, ``Fecha`` and ``prediction``.
+            ``SERIES_KEYS``, ``Fecha``, ``prediction`` (the median), ``mean`` and ``p_change``.
         """
         rows = build_features(history, origin, target_dates, series=series)
+        distribution = self.distribution(rows)
         out = rows[[*SERIES_KEYS, "Fecha"]].copy()
-        out[PREDICTION_COLUMN] = self.predict_rows(rows)
+        out[PREDICTION_COLUMN] = distribution.median()
+        out["mean"] = distribution.mean()
+        out["p_change"] = distribution.p_change()
         return out
 
     def to_artifacts(self, directory: Path) -> None:
-        """Write the booster as LightGBM text and the configuration as JSON (no pickle)."""
+        """Write the boosters as LightGBM text and the configuration as JSON (no pickle)."""
         self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.booster_.save_model(str(directory / _BOOSTER_FILE))
+        self.classifier_.save_model(str(directory / _CLASSIFIER_FILE))
+        self.size_.save_model(str(directory / _SIZE_FILE))
         config = {
             "format_version": FORMAT_VERSION,
             "params": self.params,
@@ -247,6 +357,9 @@ class MilkForecaster:
             "seed": self.seed,
             "n_jobs": self.n_jobs,
             "feature_names": self.feature_names_,
+            "classes": list(CLASSES),
+            "size_shape": self.size_shape_,
+            "base_rates": self.base_rates_,
             "n_training_rows": self.n_training_rows_,
             "origins": [str(o.date()) for o in self.origins_],
         }
@@ -268,14 +381,17 @@ class MilkForecaster:
         if config.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"{config_path} has format_version {config.get('format_version')}, "
-                f"this code reads {FORMAT_VERSION}"
+                f"this code reads {FORMAT_VERSION}; retrain"
             )
         if config["feature_names"] != FEATURE_COLUMNS:
             raise ValueError(
                 f"{config_path} was trained on different features than this code builds; retrain"
             )
         model = cls(params=config["params"], seed=config["seed"], n_jobs=config["n_jobs"])
-        model.booster_ = lgb.Booster(model_file=str(directory / _BOOSTER_FILE))
+        model.classifier_ = lgb.Booster(model_file=str(directory / _CLASSIFIER_FILE))
+        model.size_ = lgb.Booster(model_file=str(directory / _SIZE_FILE))
+        model.size_shape_ = {k: [float(x) for x in v] for k, v in config["size_shape"].items()}
+        model.base_rates_ = {k: float(v) for k, v in config["base_rates"].items()}
         model.feature_names_ = list(config["feature_names"])
         model.n_training_rows_ = int(config["n_training_rows"])
         model.origins_ = [pd.Timestamp(o) for o in config["origins"]]

@@ -25,6 +25,7 @@ __all__ = [
     "INTERVAL_COLUMNS",
     "INTERVAL_METHOD",
     "LEVELS",
+    "QUANTILE_METHOD",
     "IntervalTable",
     "interval_score",
 ]
@@ -35,6 +36,10 @@ INTERVAL_COLUMNS: list[str] = ["lower_95", "lower_80", "upper_80", "upper_95"]
 # model answers for. A week per bucket while errors grow fastest, then wider.
 HORIZON_EDGES: tuple[int, ...] = (7, 14, 21, 31, 46, 62)
 INTERVAL_METHOD = "split-conformal: signed out-of-sample residual quantiles by horizon bucket"
+QUANTILE_METHOD = (
+    "conformalized quantiles: the forecast distribution's quantiles, each shifted by the "
+    "split-conformal quantile of its out-of-sample residuals by horizon bucket"
+)
 # Buckets with fewer residuals than this borrow the residuals of the next shorter bucket too.
 _MIN_RESIDUALS = 50
 
@@ -108,6 +113,101 @@ class IntervalTable:
         offsets["upper_95"] = list(np.maximum(offsets["upper_95"], offsets["upper_80"]))
         return cls(edges=tuple(int(e) for e in edges), offsets=offsets, counts=counts)
 
+    @classmethod
+    def fit_quantiles(
+        cls,
+        residuals: dict[str, np.ndarray],
+        horizon_days: np.ndarray,
+        edges: tuple[int, ...] = HORIZON_EDGES,
+    ) -> IntervalTable:
+        """Conformal offsets for quantile forecasts (conformalized quantile regression).
+
+        ``residuals[name]`` holds ``actual - q_name`` for each interval column ``name`` (the
+        distribution's raw quantile behind it). A lower bound is shifted by the conformal
+        ``alpha/2`` quantile of its residuals, an upper bound by the ``1 - alpha/2`` one, per
+        horizon bucket, so that each side misses at most ``alpha/2`` of fresh rows; a
+        well-calibrated distribution gets offsets near 0.
+
+        Raises:
+            ValueError: no finite residual at all.
+        """
+        horizon_days = np.asarray(horizon_days, dtype=float)
+        offsets: dict[str, list[float]] = {name: [] for name in INTERVAL_COLUMNS}
+        counts: list[int] = []
+        for name in INTERVAL_COLUMNS:
+            values = np.asarray(residuals[name], dtype=float)
+            ok = np.isfinite(values) & np.isfinite(horizon_days)
+            values, horizon = values[ok], horizon_days[ok]
+            if values.size == 0:
+                raise ValueError("no out-of-sample residual to calibrate intervals on")
+            bucket = np.searchsorted(np.asarray(edges), horizon, side="left")
+            level = int(name.rsplit("_", 1)[1])
+            tail = 1 - (1 - level / 100) / 2
+            pooled = np.empty(0)
+            counts_here = []
+            for index in range(len(edges)):
+                own = values[bucket == index]
+                pooled = own if own.size >= _MIN_RESIDUALS else np.concatenate([pooled, own])
+                if pooled.size == 0:
+                    pooled = values
+                counts_here.append(int(pooled.size))
+                q = _conformal_level(pooled.size, tail)
+                if name.startswith("lower"):
+                    offsets[name].append(-float(np.quantile(-pooled, q)))
+                else:
+                    offsets[name].append(float(np.quantile(pooled, q)))
+            counts = counts_here
+        return cls(
+            edges=tuple(int(e) for e in edges),
+            offsets=offsets,
+            counts=counts,
+            method=QUANTILE_METHOD,
+        )
+
+    def apply_quantiles(
+        self, price: np.ndarray, bases: dict[str, np.ndarray], horizon_days: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Bounds from the distribution's quantiles ``bases`` and the table's offsets.
+
+        The bounds are ordered ``lower_95 <= lower_80 <= price <= upper_80 <= upper_95``.
+
+        Raises:
+            ValueError: a horizon below 1 day or past :attr:`max_horizon_days`.
+        """
+        bucket = self._checked_buckets(horizon_days)
+        price = np.asarray(price, dtype=float)
+        out = {
+            name: np.asarray(bases[name], dtype=float)
+            + np.asarray(self.offsets[name], dtype=float)[bucket]
+            for name in INTERVAL_COLUMNS
+        }
+        out["lower_80"] = np.minimum(out["lower_80"], price)
+        out["upper_80"] = np.maximum(out["upper_80"], price)
+        out["lower_95"] = np.minimum(out["lower_95"], out["lower_80"])
+        out["upper_95"] = np.maximum(out["upper_95"], out["upper_80"])
+        return out
+
+    def bounds(
+        self, price: np.ndarray, quantiles: dict[str, np.ndarray], horizon_days: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The bounds this table makes.
+
+        Around ``quantiles`` for a conformalized-quantile table, around ``price`` for a table
+        of offsets around a point forecast.
+        """
+        if self.method == QUANTILE_METHOD:
+            return self.apply_quantiles(price, quantiles, horizon_days)
+        return self.apply(price, horizon_days)
+
+    def _checked_buckets(self, horizon_days: np.ndarray) -> np.ndarray:
+        bucket = self.bucket_of(horizon_days)
+        if (bucket < 0).any():
+            raise ValueError(
+                f"horizons must be 1..{self.max_horizon_days} days; got "
+                f"{sorted(set(np.asarray(horizon_days)[bucket < 0].tolist()))[:5]}"
+            )
+        return bucket
+
     def bucket_of(self, horizon_days: np.ndarray) -> np.ndarray:
         """Bucket index per horizon (days); horizons past the last edge get ``-1``."""
         horizon = np.asarray(horizon_days, dtype=float)
@@ -120,12 +220,7 @@ class IntervalTable:
         Raises:
             ValueError: a horizon below 1 day or past :attr:`max_horizon_days`.
         """
-        bucket = self.bucket_of(horizon_days)
-        if (bucket < 0).any():
-            raise ValueError(
-                f"horizons must be 1..{self.max_horizon_days} days; got "
-                f"{sorted(set(np.asarray(horizon_days)[bucket < 0].tolist()))[:5]}"
-            )
+        bucket = self._checked_buckets(horizon_days)
         price = np.asarray(price, dtype=float)
         return {
             name: price + np.asarray(self.offsets[name], dtype=float)[bucket]

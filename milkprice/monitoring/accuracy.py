@@ -3,7 +3,8 @@
 Each row of ``forecasts/cutoff=YYYY-MM-DD/forecast.parquet`` (see
 :mod:`milkprice.pipeline.forecast_run`) is, once its date is published, scored against the
 actual price beside the naive forecast *from the same cut-off* (the series' last price at that
-cut-off), on the same rows. A row whose date is after the newest publication in the lake is
+cut-off), on the same rows, as training scores its validation month: MAE on the median
+(``price``), RMSE on the ``mean``, the Brier score of ``p_change``, coverage and interval score. A row whose date is after the newest publication in the lake is
 ``pending``, not an error; a published date without a price for that series (a city that did
 not report) is ``unreported``. The table groups scored rows by the month forecast and any of
 ``Estado``, ``Tipo``, ``Canal``, ``cutoff``.
@@ -19,7 +20,9 @@ import numpy as np
 import pandas as pd
 
 from milkprice.data.lake import Lake
+from milkprice.model.distribution import CHANGE_TOLERANCE
 from milkprice.model.features import ANCHOR_COLUMN, SERIES_KEYS, last_prices
+from milkprice.model.intervals import interval_score
 from milkprice.months import Month, month_range
 from milkprice.serving.loader import HISTORY_MONTHS
 
@@ -85,21 +88,38 @@ def score_stored_forecasts(forecasts: pd.DataFrame, prices: pd.DataFrame) -> pd.
 
 
 def _scores(group: pd.DataFrame) -> pd.Series:
+    """The month's scores, the way training scores a validation month.
+
+    MAE on the median (``price``), RMSE on the ``mean``, ``p_change`` with the Brier score
+    against the change from the forecast's anchor, the bounds with coverage and interval score.
+    """
     scored = group.loc[group["status"] == SCORED]
+    # Forecasts stored before the distribution existed have only ``price``: it is their mean too.
+    mean = scored["mean"] if "mean" in scored else scored["price"]
     error = scored["actual"] - scored["price"]
+    mean_error = scored["actual"] - mean
     naive_error = scored["actual"] - scored["naive"]
     values = {
         "scored": float(len(scored)),
         "pending": float((group["status"] == PENDING).sum()),
         "unreported": float((group["status"] == UNREPORTED).sum()),
-        "rmse": float(np.sqrt(np.mean(error**2))) if len(scored) else np.nan,
+        "rmse": float(np.sqrt(np.mean(mean_error**2))) if len(scored) else np.nan,
         "mae": float(np.mean(np.abs(error))) if len(scored) else np.nan,
         "naive_rmse": float(np.sqrt(np.mean(naive_error**2))) if len(scored) else np.nan,
         "naive_mae": float(np.mean(np.abs(naive_error))) if len(scored) else np.nan,
     }
     for level in (80, 95):
-        inside = scored["actual"].between(scored[f"lower_{level}"], scored[f"upper_{level}"])
+        lower, upper = scored[f"lower_{level}"], scored[f"upper_{level}"]
+        inside = scored["actual"].between(lower, upper)
         values[f"coverage_{level}"] = float(inside.mean()) if len(scored) else np.nan
+        values[f"interval_score_{level}"] = (
+            interval_score(scored["actual"], lower, upper, level) if len(scored) else np.nan
+        )
+    if "p_change" in scored and "anchor" in scored and len(scored):
+        changed = (scored["actual"] - scored["anchor"]).abs() > CHANGE_TOLERANCE
+        values["brier_change"] = float(np.mean((scored["p_change"] - changed) ** 2))
+    else:
+        values["brier_change"] = np.nan
     for metric in ("rmse", "mae"):
         naive = values[f"naive_{metric}"]
         values[f"{metric}_ratio"] = values[metric] / naive if naive else np.nan

@@ -26,10 +26,8 @@ import numpy as np
 import pandas as pd
 
 from milkprice.data.lake import Lake
-from milkprice.model.calibration import calibration_origins, naive_fold_residuals
 from milkprice.model.forecast import MilkForecaster
-from milkprice.model.intervals import LEVELS, IntervalTable, interval_score
-from milkprice.model.training import TRAINING_MONTHS, WindowSplit, train_and_evaluate
+from milkprice.model.training import TRAINING_MONTHS, train_and_evaluate
 from milkprice.months import Month, month_range
 from milkprice.plots import plot_backtest_ratios
 from milkprice.registry.tracking import configure_mlflow, mlflow_lock
@@ -112,13 +110,17 @@ def backtest_month(frame: pd.DataFrame, month: Month, *, seed: int, n_trials: in
         "naive_mae": scores["naive_val_mae"],
         "mean_rmse": scores["mean_val_rmse"],
         "mean_mae": scores["mean_val_mae"],
+        "trusted_rmse": scores["trusted_val_rmse"],
+        "trusted_mae": scores["trusted_val_mae"],
+        "brier_change": scores["brier_change"],
+        "base_brier_change": scores["base_brier_change"],
+        "brier_skill": scores["brier_skill"],
         "rmse_ratio": scores["rmse_ratio_to_naive"],
         "mae_ratio": scores["mae_ratio_to_naive"],
         "n_scored": scores["n_scored"],
         **{name: scores[name] for name in _INTERVAL_METRICS if name in scores},
     }
     rows = outcome.evaluation.predictions.assign(month=str(month))
-    metrics.update(_naive_interval_scores(frame, outcome.split, rows))
     return MonthBacktest(
         month=month,
         training_months=len(outcome.split.training_months),
@@ -163,29 +165,6 @@ def check_partitions(lake: Lake, months: Sequence[Month]) -> None:
         )
 
 
-def _naive_interval_scores(
-    frame: pd.DataFrame, split: WindowSplit, rows: pd.DataFrame
-) -> dict[str, float]:
-    """Interval scores of the same conformal method around the naive forecast (the reference)."""
-    origin = split.validation_origin
-    residuals = naive_fold_residuals(
-        frame, calibration_origins(split.train_origins, origin), origin
-    )
-    table = IntervalTable.fit(
-        residuals["residual"].to_numpy(), residuals["horizon_days"].to_numpy()
-    )
-    scored = rows.dropna(subset=["actual"])
-    horizon = (scored["Fecha"] - origin).dt.days.to_numpy(dtype=float)
-    bounds = table.apply(scored["naive"].to_numpy(dtype=float), horizon)
-    actual = scored["actual"].to_numpy(dtype=float)
-    return {
-        f"naive_interval_score_{level}": interval_score(
-            actual, bounds[f"lower_{level}"], bounds[f"upper_{level}"], level
-        )
-        for level in LEVELS
-    }
-
-
 @dataclass
 class BacktestReport:
     """Every month of a backtest, in month order."""
@@ -210,6 +189,8 @@ class BacktestReport:
     def rows(self) -> pd.DataFrame:
         """Every forecast row of every month, with the columns of the chosen models."""
         keep = [c for c in ("actual", *self.models) if c != "model" or "model" in self.models]
+        if "model" in self.models:
+            keep += ["model_mean", "p_change", "trusted"]
         frames = [m.rows for m in self.months]
         combined = pd.concat(frames, ignore_index=True)
         bounds = _ROW_COLUMNS if "model" in self.models else []
@@ -238,6 +219,8 @@ def backtest_table(months: Sequence[MonthBacktest], models: Sequence[str] = MODE
             record["rmse_ratio"] = result.metrics["rmse_ratio"]
             record["mae_ratio"] = result.metrics["mae_ratio"]
             record.update({k: result.metrics[k] for k in _INTERVAL_METRICS if k in result.metrics})
+            for name in ("trusted_rmse", "trusted_mae", "brier_change", "base_brier_change"):
+                record[name] = result.metrics[name]
         records.append(record)
     table = pd.DataFrame.from_records(records)
     numeric = [c for c in table.columns if c not in {"month", "training_months", "short_window"}]

@@ -7,6 +7,7 @@ the baseline the flow's overhead is measured against.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 import milkprice
 from milkprice.data.lake import Lake, LakeWindow
+from milkprice.model.baseline import fit_baseline
 from milkprice.model.training import (
     MIN_TRAINING_MONTHS,
     TRAINING_MONTHS,
@@ -35,7 +37,9 @@ from milkprice.registry.promotion import (
     GATE_SCORE_TAG,
     Champion,
     PromotionDecision,
+    baseline_score,
     gate_score,
+    promote_baseline,
     promote_if_better,
     register_version,
 )
@@ -51,8 +55,10 @@ __all__ = [
     "metrics_table",
     "newest_complete_month",
     "promote_candidate",
+    "register_baseline",
     "resolve_validation_month",
     "run_training",
+    "serve_baseline_if_needed",
     "summary_text",
     "training_result",
     "window_months",
@@ -178,7 +184,11 @@ def code_version() -> str:
 
 
 def metrics_table(metrics: dict[str, float]) -> list[dict[str, object]]:
-    """Model beside the baselines, one dict per row (what a Prefect table artifact renders)."""
+    """Model beside the baselines, one dict per row (what a Prefect table artifact renders).
+
+    The model's MAE is its median's, its RMSE its mean's; a baseline is one number scored both
+    ways.
+    """
     naive_rmse = metrics["naive_val_rmse"]
     naive_mae = metrics["naive_val_mae"]
     return [
@@ -190,10 +200,12 @@ def metrics_table(metrics: dict[str, float]) -> list[dict[str, object]]:
             "mae_vs_naive": round(metrics[f"{prefix}val_mae"] / naive_mae, 4),
         }
         for name, prefix in (
-            ("model", ""),
+            ("model (median / mean)", ""),
+            ("trusted last price", "trusted_"),
             ("naive (last price)", "naive_"),
             ("series mean", "mean_"),
         )
+        if f"{prefix}val_rmse" in metrics
     ]
 
 
@@ -246,6 +258,56 @@ def log_and_register(
     return logged, version
 
 
+BASELINE_TAG = "kind"
+
+
+def register_baseline(
+    settings: Settings, outcome: TrainingOutcome, window: LakeWindow, source: Source
+) -> tuple[str, bool]:
+    """Register the trusted last price (with conformal intervals) and serve it if nothing is.
+
+    Its metrics are the trusted last price's on the validation month (``val_*`` = ``trusted_*``);
+    its ``gate_score`` tag is its out-of-sample score there, which a candidate must beat.
+
+    Returns:
+        The baseline's version, and whether it took the ``champion`` alias.
+    """
+    month = outcome.validation_month
+    baseline = fit_baseline(window.frame, outcome.split.refit_origins, month.end)
+    metrics = dict(outcome.metrics)
+    metrics.update(val_mae=metrics["trusted_val_mae"], val_rmse=metrics["trusted_val_rmse"])
+    metrics = {
+        k: v
+        for k, v in metrics.items()
+        if pd.notna(v)
+        and (k.startswith(("naive_", "trusted_", "mean_", "n_")) or k in ("val_mae", "val_rmse"))
+    }
+    experiment_id = configure_mlflow(settings.mlflow_tracking_uri, settings.mlflow_experiment)
+    tags = {
+        BASELINE_TAG: "baseline",
+        "validation_month": str(month),
+        GATE_SCORE_TAG: f"{baseline_score(outcome.metrics):.6f}",
+        "source": source,
+        "data_fingerprint": window.fingerprint,
+        "code_version": code_version(),
+    }
+    logged = log_training_run(
+        tracking_uri=settings.mlflow_tracking_uri,
+        experiment_id=experiment_id,
+        run_name=f"baseline-{month}",
+        forecaster=baseline,
+        history=window.frame,
+        params={"kind": "trusted last price", "interval_method": baseline.intervals_.method},
+        metrics=metrics,
+        tags=tags,
+    )
+    version = register_version(
+        settings.mlflow_tracking_uri, settings.registered_model, logged, tags
+    )
+    taken = promote_baseline(settings.mlflow_tracking_uri, settings.registered_model, version)
+    return version, taken
+
+
 def _rescorer(frame: pd.DataFrame, month: Month) -> Callable[[Champion], float]:
     def rescore(champion: Champion) -> float:
         model = mlflow.pyfunc.load_model(champion.model_uri).unwrap_python_model()
@@ -294,7 +356,29 @@ def run_training(
     )
     logged, version = log_and_register(settings, outcome, window, source)
     decision = promote_candidate(settings, logged, version, outcome, window.frame)
+    decision = serve_baseline_if_needed(settings, outcome, window, source, decision)
     return training_result(source, outcome, window, logged, decision)
+
+
+def serve_baseline_if_needed(
+    settings: Settings,
+    outcome: TrainingOutcome,
+    window: LakeWindow,
+    source: Source,
+    decision: PromotionDecision,
+) -> PromotionDecision:
+    """After a rejection with no champion at all, register and serve the baseline version."""
+    if decision.promoted or decision.previous_champion is not None:
+        return decision
+    version, taken = register_baseline(settings, outcome, window, source)
+    if not taken:
+        return decision
+    return dataclasses.replace(
+        decision,
+        served_baseline=version,
+        reason=f"{decision.reason}; no model has passed yet: baseline version {version} "
+        "(trusted last price with conformal intervals) is served",
+    )
 
 
 def training_result(

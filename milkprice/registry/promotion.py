@@ -2,7 +2,9 @@
 
 The gate, in order (the first rule that applies decides):
 
-1. a candidate that does not beat the naive forecast on its validation month is rejected;
+1. a candidate that does not beat the better of the two baselines on its validation month (the
+   naive last published price, score 1.0, and the trusted last price, the anchor after quality
+   verdicts) is rejected;
 2. with no champion yet, the candidate is promoted;
 3. a candidate whose validation month is older than the champion's is rejected, so that a
    backfill never demotes a model trained on newer data;
@@ -13,9 +15,12 @@ The gate, in order (the first rule that applies decides):
    registration) is used instead;
 5. otherwise the candidate is promoted.
 
-"Better" is the :func:`gate_score`, the mean of RMSE/naive and MAE/naive on the same rows (the
-metric the model's settings are chosen on): a model that trades a lower RMSE for a higher MAE
-than the last price does not beat it. The decision and its reason are recorded as tags of the
+"Better" is the :func:`gate_score`, the mean of RMSE/naive and MAE/naive on the same rows, where
+the model's MAE is its median's and its RMSE its mean's (the metrics each is made for): a model
+that trades a lower RMSE for a higher MAE than the last price does not beat it. When no model
+has passed yet, the registry serves a *baseline version* (the trusted last price with conformal
+intervals, :func:`register_baseline`), so users never get a forecast worse than "no change"
+because nothing better exists; it is then the champion a candidate must beat. The decision and its reason are recorded as tags of the
 candidate version. Aliases are used, not the deprecated stages.
 
 Concurrency: registering and the read-decide-write of the gate run under
@@ -42,9 +47,11 @@ __all__ = [
     "CHAMPION_ALIAS",
     "Champion",
     "PromotionDecision",
+    "baseline_score",
     "current_champion",
     "decide_promotion",
     "gate_score",
+    "promote_baseline",
     "promote_if_better",
     "register_version",
 ]
@@ -75,6 +82,8 @@ class PromotionDecision:
     reason: str
     previous_champion: str | None = None
     champion_score_on_month: float | None = None
+    served_baseline: str | None = None
+    """The baseline version that took the alias because no model has passed yet, if any."""
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict, for logs and artifacts."""
@@ -91,6 +100,21 @@ def gate_score(metrics: Mapping[str, float]) -> float:
         naive = float(metrics[f"naive_val_{metric}"])
         ratios.append(float(metrics[f"val_{metric}"]) / naive if naive else float("nan"))
     return (ratios[0] + ratios[1]) / 2
+
+
+def baseline_score(metrics: Mapping[str, float]) -> float:
+    """The better baseline's gate score: the naive forecast's (1.0) or the trusted last price's.
+
+    The trusted last price is one number, scored with both RMSE and MAE on the same rows.
+    """
+    trusted = []
+    for metric in ("rmse", "mae"):
+        naive = float(metrics[f"naive_val_{metric}"])
+        value = metrics.get(f"trusted_val_{metric}")
+        if value is None or not naive:
+            return 1.0
+        trusted.append(float(value) / naive)
+    return min(1.0, (trusted[0] + trusted[1]) / 2)
 
 
 def register_version(
@@ -138,19 +162,22 @@ def decide_promotion(
 ) -> PromotionDecision:
     """Apply the gate (module docstring) without touching the registry."""
     score = gate_score(candidate_metrics)
-    if not score < 1.0:
+    baseline = baseline_score(candidate_metrics)
+    if not score < baseline:
+        which = "the naive forecast" if baseline >= 1.0 else "the trusted last price"
         return PromotionDecision(
             candidate_version,
             False,
-            f"score {score:.4f} (mean of RMSE and MAE / naive) does not beat the naive forecast "
-            f"(1.0) on {candidate_month}",
+            f"score {score:.4f} (mean of RMSE and MAE / naive) does not beat {which} "
+            f"({baseline:.4f}) on {candidate_month}",
             champion.version if champion else None,
         )
     if champion is None:
         return PromotionDecision(
             candidate_version,
             True,
-            f"first champion: score {score:.4f} beats naive (1.0) on {candidate_month}",
+            f"first champion: score {score:.4f} beats the baselines ({baseline:.4f}) on "
+            f"{candidate_month}",
         )
     if candidate_month < champion.validation_month:
         return PromotionDecision(
@@ -177,7 +204,8 @@ def decide_promotion(
     return PromotionDecision(
         candidate_version,
         True,
-        f"score {score:.4f} beats naive (1.0) and champion version {champion.version} "
+        f"score {score:.4f} beats the baselines ({baseline:.4f}) and champion version "
+        f"{champion.version} "
         f"({how} {champion_score:.4f}) on {candidate_month}",
         champion.version,
         champion_score,
@@ -220,6 +248,31 @@ def promote_if_better(
             model_name, candidate_version, "promotion_reason", decision.reason
         )
     return decision
+
+
+def promote_baseline(tracking_uri: str, model_name: str, baseline_version: str) -> bool:
+    """Give a registered baseline version the alias if, under the lock, there is no champion.
+
+    Returns:
+        Whether the baseline took the alias (a model promoted meanwhile keeps it).
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    with registry_lock(tracking_uri, model_name):
+        taken = current_champion(client, model_name) is None
+        if taken:
+            client.set_registered_model_alias(model_name, CHAMPION_ALIAS, baseline_version)
+        client.set_model_version_tag(
+            model_name, baseline_version, "promotion", "promoted" if taken else "rejected"
+        )
+        client.set_model_version_tag(
+            model_name,
+            baseline_version,
+            "promotion_reason",
+            "no model has passed the gate: the trusted last price is served"
+            if taken
+            else "a model took the alias first",
+        )
+    return taken
 
 
 def _version_of(champion: Champion | None) -> str | None:

@@ -1,7 +1,8 @@
 """MLflow tracking: where runs go, and how a forecaster is logged as a model.
 
 Flavor choice: a ``pyfunc`` model whose artifact is the forecaster's own files (LightGBM
-booster as text, configuration as JSON, see :meth:`MilkForecaster.to_artifacts`). The sklearn
+boosters as text, configuration as JSON, see :meth:`MilkForecaster.to_artifacts`; the trusted
+last-price baseline is JSON only). The sklearn
 flavor would pickle (skops) a pipeline of LightGBM objects, which MLflow 3.17 refuses unless
 their types are declared trusted, and pickles tie a model to library versions; text files do
 not. The model is logged "from code" (``pyfunc_entry.py``), so nothing is pickled; loading needs
@@ -24,8 +25,8 @@ from mlflow.models import infer_signature
 
 import milkprice
 from milkprice.data.schema import COLUMNS
+from milkprice.model.answers import Forecaster, forecast_frame, load_forecaster
 from milkprice.model.features import future_publication_dates
-from milkprice.model.forecast import MilkForecaster
 from milkprice.months import Month
 from milkprice.registry.locks import mlflow_lock, registry_lock
 
@@ -54,6 +55,9 @@ class LoggedRun:
 class MilkForecasterModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: input is the price history, output the next month's forecasts.
 
+    The output has the columns of every milkprice forecast: ``price`` (the median), ``mean``,
+    ``p_change`` and the 80/95% bounds, computed by the same function as the API's answers.
+
     ``model_input`` holds tidy rows (``Fecha, Estado, Ciudad, Tipo, Canal, Precio``) up to the
     origin. ``params`` may give ``origin`` (ISO date; default: the end of the history's last
     month) and ``target_dates`` (comma-separated ISO dates; default: the Monday, Wednesday and
@@ -62,7 +66,7 @@ class MilkForecasterModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Load the forecaster from its text artifacts."""
-        self.forecaster_ = MilkForecaster.from_artifacts(Path(context.artifacts["forecaster"]))
+        self.forecaster_ = load_forecaster(Path(context.artifacts["forecaster"]))
 
     def predict(
         self,
@@ -82,7 +86,7 @@ class MilkForecasterModel(mlflow.pyfunc.PythonModel):
             if dates_text
             else future_publication_dates(Month.of(origin).shift(1))
         )
-        return self.forecaster_.predict(history, origin, target_dates)
+        return forecast_frame(self.forecaster_, history, origin, target_dates)
 
 
 def configure_mlflow(tracking_uri: str, experiment: str) -> str:
@@ -119,11 +123,11 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str, ui_url: str) -> 
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def _signature_example(forecaster: MilkForecaster, history: pd.DataFrame) -> Any:
+def _signature_example(forecaster: Forecaster, history: pd.DataFrame) -> Any:
     origin = Month.of(history["Fecha"].max()).end
     example = history.loc[:, COLUMNS].tail(8).reset_index(drop=True)
-    output = forecaster.predict(
-        history, origin, future_publication_dates(Month.of(origin).shift(1))
+    output = forecast_frame(
+        forecaster, history, origin, future_publication_dates(Month.of(origin).shift(1))
     )
     return infer_signature(
         example, output.head(8), params={"origin": "", "target_dates": ""}
@@ -135,7 +139,7 @@ def log_training_run(
     tracking_uri: str,
     experiment_id: str,
     run_name: str,
-    forecaster: MilkForecaster,
+    forecaster: Forecaster,
     history: pd.DataFrame,
     params: Mapping[str, Any],
     metrics: Mapping[str, float],

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from milkprice.data.quality import anchor_verdicts, assess_readings
+from milkprice.model.answers import ANSWER_COLUMNS, DECIMALS, Forecaster, answer_columns
 from milkprice.model.features import ANCHOR_COLUMN, FEATURE_COLUMNS, SERIES_KEYS, series_features
-from milkprice.model.forecast import MilkForecaster, adjust_change
-from milkprice.model.intervals import INTERVAL_COLUMNS, IntervalTable
+from milkprice.model.intervals import IntervalTable
 
 __all__ = [
+    "ANCHOR_INFO_COLUMNS",
     "DECIMALS",
     "FORECAST_COLUMNS",
     "STALE_AFTER_DAYS",
@@ -32,13 +34,14 @@ __all__ = [
 ]
 
 SeriesKey = tuple[str, str, str, str]
-# Output columns of every forecast, batch or API (the convention of forecasting libraries).
-FORECAST_COLUMNS: list[str] = ["price", *INTERVAL_COLUMNS]
+# Output columns of every forecast, batch or API: the distribution's numbers, then the anchor
+# they start from and its quality verdict (a suspect anchor carries its p_glitch).
+ANCHOR_INFO_COLUMNS: list[str] = ["anchor", "anchor_date", "suspect", "p_glitch"]
+FORECAST_COLUMNS: list[str] = [*ANSWER_COLUMNS, *ANCHOR_INFO_COLUMNS]
 # A series with no reported price in the 8 weeks before the cut-off is not forecast: its last
 # price says little about today's, and the model never learnt from such long gaps.
 STALE_AFTER_DAYS = 56
 _HORIZON = FEATURE_COLUMNS.index("horizon_days")
-DECIMALS = 4
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class Predictor:
 
     def __init__(
         self,
-        forecaster: MilkForecaster,
+        forecaster: Forecaster,
         info: ModelInfo,
         history: pd.DataFrame,
         cutoff: pd.Timestamp,
@@ -115,7 +118,10 @@ class Predictor:
         self.cutoff = pd.Timestamp(cutoff).normalize()
         # Kept for reports (plots of the recent past); never used to answer a request.
         self.history = history.loc[history["Fecha"] <= self.cutoff].reset_index(drop=True)
-        per_series = series_features(self.history, self.cutoff)
+        verdicts = assess_readings(self.history)
+        per_series = series_features(self.history, self.cutoff, verdicts)
+        anchors = anchor_verdicts(verdicts, self.cutoff).table[[*SERIES_KEYS, "anchor_date"]]
+        per_series = per_series.merge(anchors, on=SERIES_KEYS, how="left")
         fresh = per_series["days_since_obs"].to_numpy() <= stale_after_days
         self.skipped = _skipped(per_series.loc[~fresh], stale_after_days)
         usable = per_series.loc[fresh].reset_index(drop=True)
@@ -133,8 +139,12 @@ class Predictor:
             tuple(row[:4]): row[4] for row in self.skipped.itertuples(index=False, name=None)
         }
         self._features = usable[FEATURE_COLUMNS].to_numpy(dtype=float)
-        params = forecaster.merged_params_
-        self._shrink, self._threshold = float(params["shrink"]), float(params["threshold"])
+        self._p_glitch = usable["p_glitch"].to_numpy(dtype=float)
+        self._previous = usable["previous_level"].to_numpy(dtype=float)
+        self._anchor = np.round(usable[ANCHOR_COLUMN].to_numpy(dtype=float), DECIMALS)
+        # Days (not nanoseconds): ``tolist()`` gives dates, for JSON answers and table artifacts.
+        self._anchor_date = pd.to_datetime(usable["anchor_date"]).to_numpy().astype("datetime64[D]")
+        self._suspect = self._p_glitch > 0
 
     @property
     def max_horizon_days(self) -> int:
@@ -181,7 +191,7 @@ class Predictor:
     def predict_keys(
         self, keys: Sequence[SeriesKey], dates: Sequence[pd.Timestamp]
     ) -> dict[str, np.ndarray]:
-        """Price and interval bounds per row (arrays), the one code path of batch and API.
+        """:data:`FORECAST_COLUMNS` per row (arrays), the one code path of batch and API.
 
         Raises:
             PredictionInputError: some rows name an unknown or skipped series, or a date out
@@ -196,13 +206,15 @@ class Predictor:
         )
         matrix = self._features[rows]
         matrix[:, _HORIZON] = horizon
-        change = self.forecaster.booster_.predict(matrix)
-        anchor = matrix[:, FEATURE_COLUMNS.index(ANCHOR_COLUMN)]
-        price = anchor + adjust_change(change, self._shrink, self._threshold)
-        bounds = self.intervals.apply(price, horizon)
-        # Pesos to 1/100 of a centavo: clean numbers in files and answers, the same everywhere.
+        answers = answer_columns(
+            self.forecaster, matrix, self._p_glitch[rows], self._previous[rows], horizon
+        )
         return {
-            name: np.round(values, DECIMALS) for name, values in {"price": price, **bounds}.items()
+            **answers,
+            "anchor": self._anchor[rows],
+            "anchor_date": self._anchor_date[rows],
+            "suspect": self._suspect[rows],
+            "p_glitch": np.round(self._p_glitch[rows], DECIMALS),
         }
 
     def predict(self, requests: pd.DataFrame) -> pd.DataFrame:

@@ -68,18 +68,30 @@ class PredictRequest(BaseModel):
 
 
 class Prediction(BaseModel):
-    """A point forecast (pesos per litre) with 80 % and 95 % prediction intervals."""
+    """The forecast distribution of one price (pesos per litre) and the anchor it starts from."""
 
     estado: str
     ciudad: str
     tipo: str
     canal: str
     fecha: date
-    price: float
+    price: float = Field(description="Median: the forecast to read (what MAE is scored on).")
+    mean: float = Field(description="Expected price (what RMSE is scored on).")
+    p_change: float = Field(
+        ge=0, le=1, description="Probability that the published price differs from the anchor."
+    )
     lower_80: float
     upper_80: float
     lower_95: float
     upper_95: float
+    anchor: float = Field(description="Last published price trusted as the anchor.")
+    anchor_date: date = Field(description="Publication date of the anchor.")
+    suspect: bool = Field(
+        description="The anchor jumped from its level and no later publication has settled it."
+    )
+    p_glitch: float = Field(
+        ge=0, le=1, description="Probability that a suspect anchor is a glitch (0 if not suspect)."
+    )
 
 
 class PredictResponse(BaseModel):

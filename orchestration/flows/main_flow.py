@@ -29,6 +29,7 @@ from milkprice.pipeline.training_run import (
 from milkprice.settings import get_settings
 from orchestration.tasks.monitoring import alert_on_failure
 from orchestration.tasks.training import (
+    baseline_version,
     champion_promoted_event,
     evaluation,
     features,
@@ -80,7 +81,8 @@ def main(
     outcome = assemble_outcome(split, tuning, evaluated, refit)
     logged, version = registered_version(settings, outcome, window, source)
     decision = promotion_decision(settings, logged, version, outcome, window.frame)
-    if decision.promoted:
+    decision = baseline_version(settings, outcome, window, source, decision)
+    if decision.promoted or decision.served_baseline:
         champion_promoted_event(settings, decision, validation_month, source)
     report(settings, outcome, logged, decision)
     result = training_result(source, outcome, window, logged, decision)

@@ -29,6 +29,7 @@ from milkprice.pipeline.training_run import (
     log_and_register,
     metrics_table,
     promote_candidate,
+    serve_baseline_if_needed,
 )
 from milkprice.registry.promotion import PromotionDecision
 from milkprice.registry.tracking import LoggedRun, run_url
@@ -158,6 +159,21 @@ def promotion_decision(
     return decision
 
 
+@task(name="baseline-version")
+def baseline_version(
+    settings: Settings,
+    outcome: TrainingOutcome,
+    window: LakeWindow,
+    source: Source,
+    decision: PromotionDecision,
+) -> PromotionDecision:
+    """With no champion and a rejected candidate, the trusted last price becomes the champion."""
+    decision = serve_baseline_if_needed(settings, outcome, window, source, decision)
+    if decision.served_baseline:
+        get_run_logger().info("baseline version %s is served", decision.served_baseline)
+    return decision
+
+
 @task(name="champion-promoted-event")
 def champion_promoted_event(
     settings: Settings, decision: PromotionDecision, validation_month: Month, source: Source
@@ -167,13 +183,16 @@ def champion_promoted_event(
         event=CHAMPION_PROMOTED_EVENT,
         resource={"prefect.resource.id": f"milkprice.model.{settings.registered_model}"},
         payload={
-            "version": decision.candidate_version,
+            "version": decision.served_baseline or decision.candidate_version,
             "validation_month": str(validation_month),
             "source": source,
         },
     )
     get_run_logger().info(
-        "%s: version %s of %s", CHAMPION_PROMOTED_EVENT, decision.candidate_version, source
+        "%s: version %s of %s",
+        CHAMPION_PROMOTED_EVENT,
+        decision.served_baseline or decision.candidate_version,
+        source,
     )
     return str(event.id) if event else None
 
