@@ -118,12 +118,32 @@ def plain_features(key: tuple) -> dict[str, float]:
     out["changes_91d"] = float(sum(1 for s in steps if s != 0))
     moves = [abs(s) for s in steps if s != 0]
     out["step_size_91d"] = sum(moves) / len(moves) if moves else NAN
+    out.update(plain_previous_level(filled))
     last_month = [d for d in DATES if d > ORIGIN - pd.Timedelta(days=28)]
     gaps = [math.isnan(PRICES[key](DATES.index(d), d)) for d in last_month]
     out["missing_frac_28d"] = sum(gaps) / len(gaps)
     out["last_missing"] = float(gaps[-1])
     out["is_ultra"] = float(key[2] == "Ultrapasteurizada")
     out["is_autoservicio"] = float(key[3] == "Autoservicios")
+    return out
+
+
+def plain_previous_level(filled: list[float]) -> dict[str, float]:
+    """The level before the last change, and the window's share of changes back to the level
+    held before the change before them, by walking the filled prices."""
+    changes = [
+        i
+        for i in range(1, len(filled))
+        if not (math.isnan(filled[i]) or math.isnan(filled[i - 1])) and filled[i] != filled[i - 1]
+    ]
+    out = {"prev_level_delta": filled[changes[-1] - 1] - filled[-1] if changes else NAN}
+    window = [i for i in changes if DATES[i] > ORIGIN - pd.Timedelta(days=91)]
+    back = 0
+    for i in window:
+        earlier = [j for j in changes if j < i]
+        if earlier and abs(filled[i] - filled[earlier[-1] - 1]) < 0.005:
+            back += 1
+    out["revert_share_91d"] = back / len(window) if window else NAN
     return out
 
 

@@ -61,6 +61,7 @@ def fold_residuals(
     seed: int = 0,
     n_origins: int = CALIBRATION_ORIGINS,
     max_horizon_days: int = HORIZON_EDGES[-1],
+    verdicts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Residuals of models fit up to each of the last ``n_origins`` origins before ``cutoff``.
 
@@ -72,6 +73,7 @@ def fold_residuals(
         seed: LightGBM seed.
         n_origins: How many origins.
         max_horizon_days: Longest horizon forecast from each origin.
+        verdicts: Quality verdicts of ``frame``'s readings (computed when not given).
 
     Returns:
         :data:`RESIDUAL_COLUMNS`: ``residual`` (actual - median) and ``r_<bound>`` (actual - the
@@ -85,7 +87,8 @@ def fold_residuals(
     known = frame.loc[frame["Fecha"] <= cutoff]
     actual = known.dropna(subset=["Precio"])[[*SERIES_KEYS, "Fecha", "Precio"]]
     dates = pd.DatetimeIndex(sorted(known["Fecha"].unique()))
-    verdicts = assess_readings(known)
+    if verdicts is None:
+        verdicts = assess_readings(known)
     parts: list[pd.DataFrame] = []
     for origin in calibration_origins(pd.unique(rows["origin"]), cutoff, n_origins):
         targets = _targets(dates, origin, cutoff, max_horizon_days)

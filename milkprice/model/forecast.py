@@ -126,6 +126,8 @@ def fit_booster(
         _booster_params(params, seed, n_jobs, objective),
         dataset,
         num_boost_round=int(params["num_boost_round"]),
+        # No round trip through the model's text form after training: the booster is kept.
+        keep_training_booster=True,
     )
 
 
@@ -239,7 +241,7 @@ class MilkForecaster:
         self.base_rates_ = _base_rates(features, classes != _STAY)
         self.feature_names_ = list(FEATURE_COLUMNS)
         self.n_training_rows_ = len(rows)
-        self.origins_ = sorted({pd.Timestamp(o) for o in rows["origin"]})
+        self.origins_ = [pd.Timestamp(o) for o in np.unique(rows["origin"].to_numpy())]
         return self
 
     def _check_fitted(self) -> None:
@@ -311,7 +313,9 @@ class MilkForecaster:
             np.asarray(horizon_days, dtype=float),
         )
         overall = float(np.mean(list(self.base_rates_.values())))
-        return np.asarray([self.base_rates_.get(k, overall) for k in keys], dtype=float)
+        codes, inverse = np.unique(keys, return_inverse=True)
+        rates = np.asarray([self.base_rates_.get(str(k), overall) for k in codes], dtype=float)
+        return rates[inverse]
 
     def predict_rows(self, rows: pd.DataFrame) -> np.ndarray:
         """The median forecast (the published ``price``) of feature rows."""

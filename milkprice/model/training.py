@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from milkprice.data.quality import assess_readings
 from milkprice.model.baseline import trusted_last_price
 from milkprice.model.calibration import (
     attach_intervals,
@@ -69,6 +70,7 @@ __all__ = [
     "split_window",
     "train_and_evaluate",
     "tune",
+    "window_verdicts",
     "with_ratios",
 ]
 
@@ -194,14 +196,27 @@ def _training_rows(frame: pd.DataFrame, split: WindowSplit) -> pd.DataFrame:
     return _window_rows(frame, split.training_months[0], split.validation_month.shift(-1))
 
 
-def build_window_rows(frame: pd.DataFrame, split: WindowSplit) -> pd.DataFrame:
+def window_verdicts(frame: pd.DataFrame, split: WindowSplit) -> pd.DataFrame:
+    """The quality verdicts of the window's readings, computed once and shared by the steps.
+
+    A verdict depends only on the readings up to it (and its settlement is dated), so the
+    verdicts of the whole window serve every origin inside it without leaking.
+    """
+    return assess_readings(_window_rows(frame, split.training_months[0], split.validation_month))
+
+
+def build_window_rows(
+    frame: pd.DataFrame, split: WindowSplit, verdicts: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Supervised rows for every origin of the window, built once and shared by the steps.
 
     Features at an origin only use data up to it, so the rows for the training steps are
     simply those whose target date is on or before the validation origin.
     """
     window = _window_rows(frame, split.training_months[0], split.validation_month)
-    return build_training_set(window, split.refit_origins, date_stride=TRAINING_DATE_STRIDE)
+    return build_training_set(
+        window, split.refit_origins, date_stride=TRAINING_DATE_STRIDE, verdicts=verdicts
+    )
 
 
 def tune(
@@ -286,15 +301,21 @@ def calibrate_intervals(
     *,
     seed: int = 0,
     rows: pd.DataFrame | None = None,
+    verdicts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Out-of-sample residuals on folds of the training months (never ``V``), for intervals."""
     if rows is None:
-        rows = build_window_rows(frame, split)
-    return fold_residuals(frame, rows, params, split.validation_origin, seed=seed)
+        rows = build_window_rows(frame, split, verdicts)
+    return fold_residuals(
+        frame, rows, params, split.validation_origin, seed=seed, verdicts=verdicts
+    )
 
 
 def evaluate_on_month(
-    forecaster: MilkForecaster, frame: pd.DataFrame, validation_month: Month
+    forecaster: MilkForecaster,
+    frame: pd.DataFrame,
+    validation_month: Month,
+    verdicts: pd.DataFrame | None = None,
 ) -> Evaluation:
     """Forecast ``validation_month`` from the end of the month before and score it.
 
@@ -310,6 +331,8 @@ def evaluate_on_month(
         forecaster: A fitted forecaster (e.g. a freshly fit one, or the current champion).
         frame: Clean tidy rows including the validation month and the months before it.
         validation_month: The month to score.
+        verdicts: Quality verdicts of the window (:func:`window_verdicts`; computed from the
+            history when not given).
 
     Returns:
         Metrics and the per-row predictions (``model`` is the median, ``model_mean`` the mean).
@@ -323,7 +346,7 @@ def evaluate_on_month(
         raise ValueError(f"validation month {validation_month} has no rows in the frame")
     dates = publication_dates(actual, validation_month)
     series = actual[SERIES_KEYS].drop_duplicates()
-    features = build_features(history, origin, dates, series=series)
+    features = build_features(history, origin, dates, series=series, verdicts=verdicts)
     distribution = forecaster.distribution(features)
     table = features[[*SERIES_KEYS, "Fecha"]].copy()
     table["model"] = distribution.median()
@@ -479,7 +502,8 @@ def train_and_evaluate(
     split = split_window(frame, validation_month)
 
     step = time.perf_counter()
-    rows = build_window_rows(frame, split)
+    verdicts = window_verdicts(frame, split)
+    rows = build_window_rows(frame, split, verdicts)
     timings["features"] = time.perf_counter() - step
 
     step = time.perf_counter()
@@ -487,7 +511,9 @@ def train_and_evaluate(
     timings["tune"] = time.perf_counter() - step
 
     step = time.perf_counter()
-    residuals = calibrate_intervals(frame, split, tuning.best_params, seed=seed, rows=rows)
+    residuals = calibrate_intervals(
+        frame, split, tuning.best_params, seed=seed, rows=rows, verdicts=verdicts
+    )
     timings["intervals"] = time.perf_counter() - step
 
     step = time.perf_counter()
@@ -497,7 +523,7 @@ def train_and_evaluate(
     timings["fit"] = time.perf_counter() - step
 
     step = time.perf_counter()
-    evaluation = evaluate_on_month(fitted, frame, validation_month)
+    evaluation = evaluate_on_month(fitted, frame, validation_month, verdicts)
     timings["evaluate"] = time.perf_counter() - step
 
     step = time.perf_counter()

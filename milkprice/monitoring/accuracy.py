@@ -115,6 +115,13 @@ def _scores(group: pd.DataFrame) -> pd.Series:
         values[f"interval_score_{level}"] = (
             interval_score(scored["actual"], lower, upper, level) if len(scored) else np.nan
         )
+    # Forecasts whose anchor was suspect when they were made (mixed with the previous level).
+    suspect = scored["suspect"].fillna(False).astype(bool) if "suspect" in scored else None
+    values["suspect_series"] = (
+        float(scored.loc[suspect, SERIES_KEYS].drop_duplicates().shape[0])
+        if suspect is not None
+        else np.nan
+    )
     if "p_change" in scored and "anchor" in scored and len(scored):
         changed = (scored["actual"] - scored["anchor"]).abs() > CHANGE_TOLERANCE
         values["brier_change"] = float(np.mean((scored["p_change"] - changed) ** 2))

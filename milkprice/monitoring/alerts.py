@@ -332,6 +332,17 @@ def monitoring_markdown(
         ]
         if row["scored"] == 0:
             lines += ["", f"Nothing of {month} is published yet: every row is pending."]
+        suspect = row.get("suspect_series")
+        if suspect:
+            lines += [
+                "",
+                f"Anchors discounted: {suspect:.0f} series had a suspect last price at the "
+                "cut-off (a jump from its level not yet settled); their forecasts mixed it with "
+                "the previous level by its p_glitch.",
+            ]
+        brier = row.get("brier_change")
+        if brier is not None and not math.isnan(brier):
+            lines += ["", f"Brier score of p_change: {brier:.4f}."]
     lines += ["", f"## Alerts ({len(alerts)})", ""]
     lines += [f"- **{a.kind}** ({a.check}): {a.message}" for a in alerts] or ["None."]
     if alerts:
