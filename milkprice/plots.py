@@ -63,7 +63,7 @@ def _png_bytes(figure: Figure) -> bytes:
 
 
 def _draw_forecast(axes: Axes, history: pd.Series, forecast: pd.DataFrame) -> None:
-    """History as a line, then the forecast with its 95 % and 80 % bands."""
+    """History as a line, then the forecast (median and mean) with its 95 % and 80 % bands."""
     axes.plot(history.index, history.to_numpy(), "-", color="black", linewidth=1.2, label="price")
     dates = forecast["Fecha"]
     axes.fill_between(
@@ -72,7 +72,9 @@ def _draw_forecast(axes: Axes, history: pd.Series, forecast: pd.DataFrame) -> No
     axes.fill_between(
         dates, forecast["lower_80"], forecast["upper_80"], alpha=0.35, color="C0", label="80 %"
     )
-    axes.plot(dates, forecast["price"], "o-", color="C0", markersize=3, label="forecast")
+    axes.plot(dates, forecast["price"], "o-", color="C0", markersize=3, label="median (price)")
+    if "mean" in forecast:
+        axes.plot(dates, forecast["mean"], "--", color="C1", linewidth=1.2, label="mean")
     axes.set_ylabel("MXN per litre")
     axes.tick_params(axis="x", rotation=30)
 
@@ -92,7 +94,11 @@ def plot_national_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title:
     columns = 2 if len(pairs) > 1 else 1
     rows = max(1, -(-len(pairs) // columns))
     figure, grid = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
-    bounds = ["price", "lower_80", "upper_80", "lower_95", "upper_95"]
+    bounds = [
+        c
+        for c in ("price", "mean", "lower_80", "upper_80", "lower_95", "upper_95")
+        if c in forecast
+    ]
     for axes, (tipo, canal) in zip(grid.ravel(), pairs, strict=False):
         past = history.loc[(history["Tipo"] == tipo) & (history["Canal"] == canal)]
         ahead = forecast.loc[(forecast["Tipo"] == tipo) & (forecast["Canal"] == canal)]

@@ -35,6 +35,14 @@ def table(real_data_dir: Path) -> pd.DataFrame:
         assert result.month <= Month(2025, 1)  # the hold-out stays unread
         # The mean of the training window is a weak baseline on trending prices.
         assert result.metrics["mean_rmse"] > result.metrics["naive_rmse"]
+    rows = report.rows()
+    # The distribution's numbers are consistent on every real row.
+    assert rows["p_change"].between(0, 1).all()
+    assert (rows["lower_95"] <= rows["lower_80"]).all()
+    assert (rows["lower_80"] <= rows["model"]).all()
+    assert (rows["model"] <= rows["upper_80"]).all()
+    assert (rows["upper_80"] <= rows["upper_95"]).all()
+    assert rows["model_mean"].between(rows["lower_95"] - 1e-9, rows["upper_95"] + 1e-9).all()
     return report.table().set_index("month")
 
 

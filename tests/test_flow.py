@@ -99,8 +99,15 @@ def test_flow_publishes_metrics_table_and_mlflow_link(env):
     links = asyncio.run(read("milk-price-mlflow-run"))
     assert len(tables) == len(links) == 1
     table = json.loads(tables[0].data) if isinstance(tables[0].data, str) else tables[0].data
-    assert [row["forecast"] for row in table] == ["model", "naive (last price)", "series mean"]
+    assert [row["forecast"] for row in table] == [
+        "model (median / mean)",
+        "trusted last price",
+        "naive (last price)",
+        "series mean",
+    ]
     assert table[0]["rmse"] == pytest.approx(result.metrics["val_rmse"], abs=1e-4)
+    assert table[1]["mae"] == pytest.approx(result.metrics["trusted_val_mae"], abs=1e-4)
+    assert table[2]["rmse_vs_naive"] == pytest.approx(1.0)
     assert result.run_id in str(links[0].data)
 
 

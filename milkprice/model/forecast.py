@@ -131,11 +131,11 @@ def fit_booster(
     )
 
 
-def _rate_keys(ultra: np.ndarray, autoservicio: np.ndarray, horizon: np.ndarray) -> list[str]:
+def _rate_keys(ultra: np.ndarray, autoservicio: np.ndarray, horizon: np.ndarray) -> np.ndarray:
+    """``"<ultra><autoservicio><bucket>"`` per row, e.g. ``"102"`` (JSON-friendly keys)."""
     bucket = np.searchsorted(np.asarray(HORIZON_EDGES), horizon, side="left")
-    return [
-        f"{int(u)}{int(a)}{int(b)}" for u, a, b in zip(ultra, autoservicio, bucket, strict=True)
-    ]
+    codes = 100 * ultra.astype(int) + 10 * autoservicio.astype(int) + bucket
+    return np.char.zfill(codes.astype(str), 3)
 
 
 def _base_rates(features: np.ndarray, changed: np.ndarray) -> dict[str, float]:

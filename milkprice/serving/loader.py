@@ -38,8 +38,12 @@ _INFO_METRICS = (
     "val_mae",
     "naive_val_rmse",
     "naive_val_mae",
+    "trusted_val_rmse",
+    "trusted_val_mae",
     "rmse_ratio_to_naive",
     "mae_ratio_to_naive",
+    "brier_change",
+    "base_brier_change",
     "coverage_80",
     "coverage_95",
 )
