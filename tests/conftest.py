@@ -310,7 +310,8 @@ def training_env(
     root: Path, api_url: str | None, first: str = "2024-01", last: str = "2025-03"
 ) -> dict[str, str]:
     """Environment of a tiny training setup under ``root``: a seeded demo lake of
-    ``first..last`` (15 months by default), an SQLite MLflow store, 2 Optuna trials."""
+    ``first..last`` (15 months by default), an SQLite MLflow store, the
+    forecaster's fixed settings (the product default; tuning has tests of its own)."""
     from milkprice.data.demo import write_demo_lake
     from milkprice.data.lake import Lake
     from milkprice.months import Month
@@ -326,7 +327,7 @@ def training_env(
         {
             "MILKPRICE_DATA_ROOT": str(lake),
             "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-            "MILKPRICE_N_TRIALS": "2",
+            "MILKPRICE_N_TRIALS": "0",
             "PREFECT_HOME": str(root / "prefect-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             # A serving process looks for runs to start every 10 s by default; tests wait less.

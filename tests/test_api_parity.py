@@ -28,7 +28,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     settings = get_settings(
         data_root=env["MILKPRICE_DATA_ROOT"],
         mlflow_tracking_uri=env["MLFLOW_TRACKING_URI"],
-        n_trials=2,
+        n_trials=0,
     )
     result = run_training(settings, "local", 2025, 3)
     assert result.promoted, result.reason

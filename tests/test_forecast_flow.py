@@ -42,7 +42,7 @@ def trained_root(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: P
     write_demo_lake(Lake(str(root / "lake")), Month(2024, 1), Month(2025, 3), seed=0)
     shutil.copyfile(mlflow_db_template, root / "mlflow.db")
     settings = get_settings(
-        data_root=root / "lake", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}", n_trials=2
+        data_root=root / "lake", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}", n_trials=0
     )
     assert run_training(settings, "local", 2025, 2).promoted
     return root

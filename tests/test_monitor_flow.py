@@ -39,7 +39,7 @@ def monitored_root(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template:
     write_demo_lake(Lake(str(root / "lake")), Month(2024, 1), Month(2025, 3), seed=0)
     shutil.copyfile(mlflow_db_template, root / "mlflow.db")
     settings = get_settings(
-        data_root=root / "lake", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}", n_trials=2
+        data_root=root / "lake", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}", n_trials=0
     )
     assert run_training(settings, "local", 2025, 2).promoted
     run_forecast(settings, "local", date(2025, 2, 28))  # March is published: it gets scored
