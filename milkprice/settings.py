@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         validation_alias="MILKPRICE_API_RELOAD_SECONDS",
         description="How often the API checks whether the champion alias moved (seconds).",
     )
+    api_admin_token: SecretStr | None = Field(
+        None,
+        validation_alias="MILKPRICE_API_ADMIN_TOKEN",
+        description="Bearer token for the API's /admin endpoints; required to bind beyond "
+        "loopback; secret (never logged).",
+    )
     alert_rmse_ratio: float = Field(
         1.03,
         gt=0,

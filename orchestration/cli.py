@@ -152,14 +152,19 @@ def api_command(
     """Serve the prediction API (FastAPI on uvicorn) for the champion model until interrupted.
 
     The model loads in the background (GET /readyz says when); a new champion is picked up
-    without a restart (MILKPRICE_API_RELOAD_SECONDS). Docs at http://HOST:PORT/docs.
+    without a restart (MILKPRICE_API_RELOAD_SECONDS). Docs at http://HOST:PORT/docs. Beyond
+    loopback, /admin/reload needs MILKPRICE_API_ADMIN_TOKEN (the API refuses to start without).
     """
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
     from milkprice.serving.api import create_app  # noqa: PLC0415 - imports MLflow
+    from milkprice.serving.guards import ExposureError, check_exposure  # noqa: PLC0415
 
+    with reporting_user_errors(ExposureError):
+        settings = get_settings()
+        check_exposure(host, settings.api_admin_token)
     uvicorn.run(
-        create_app(get_settings(), source),
+        create_app(settings, source),
         host=host,
         port=port,
         workers=1,

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from test_api_guards import NOT_STRICT, WRONG
 
 from milkprice.data.schema import CANALES, TIPOS
 from milkprice.serving.schemas import Canal, Tipo
@@ -410,6 +411,42 @@ def test_no_champion_is_503_and_the_process_lives(tmp_path: Path, mlflow_db_temp
         assert started.alive()
     finally:
         started.stop()
+
+
+# --- what a browser and a hostile client see ------------------------------------------------
+
+
+def test_openapi_example_is_a_valid_request_for_the_model_served(client, catalog):
+    # Swagger UI's "Try it out" sends this body as it comes.
+    document = client.get("/openapi.json").json()
+    example = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"][
+        "example"
+    ]
+    (row,) = example["rows"]
+    assert catalog["cutoff"] < dt.date.fromisoformat(row["fecha"]) <= catalog["last_date"]
+    answer = client.post("/predict", json=example)
+    assert answer.status_code == 200, answer.text
+    (prediction,) = answer.json()["predictions"]
+    assert {k: prediction[k] for k in (*FIELDS, "fecha")} == row
+    assert prediction["lower_95"] <= prediction["price"] <= prediction["upper_95"]
+
+
+def test_responses_carry_the_security_headers(client: httpx.Client):
+    for path in ("/livez", "/docs", "/openapi.json"):
+        headers = client.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff"
+        assert "default-src 'self'" in headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(("body", "named"), [*NOT_STRICT, *WRONG])
+def test_hand_made_bodies_are_422_and_the_server_keeps_answering(server, body, named):
+    answer = server.client.post(
+        "/predict", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    assert named in answer.text
+    assert server.client.get("/livez").status_code == 200
+    assert server.alive()
 
 
 # --- schemathesis: no input makes the server fail ------------------------------------------

@@ -15,20 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
 import pandas as pd
 from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
+from milkprice.serving.guards import (
+    MAX_BODY_BYTES,
+    BodySizeLimit,
+    SecurityHeaders,
+    StrictJSONRoute,
+    admin_guard,
+)
 from milkprice.serving.loader import NoChampionError, load_predictor, resolve_version
 from milkprice.serving.predictor import PredictionInputError, Predictor
 from milkprice.serving.schemas import (
@@ -47,15 +54,6 @@ __all__ = ["MAX_BODY_BYTES", "BodySizeLimit", "create_app"]
 
 log = logging.getLogger(__name__)
 
-# 10,000 rows are about 1.3 MB of JSON; anything far beyond is refused before parsing.
-MAX_BODY_BYTES = 4 * 1024 * 1024
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 
 # --- the served model and its reloads ----------------------------------------------------
 
@@ -69,6 +67,7 @@ class _Served:
     cutoff: date
     last_date: date
     series: SeriesResponse
+    example: dict[str, Any]
 
     @classmethod
     def of(cls, predictor: Predictor) -> _Served:
@@ -81,13 +80,25 @@ class _Served:
             series=[SeriesItem(**row) for row in rows(predictor.series)],
             skipped=[SkippedItem(**row) for row in rows(predictor.skipped)],
         )
+        cutoff, last_date = predictor.cutoff.date(), predictor.last_date.date()
         return cls(
             predictor=predictor,
             loaded_at=datetime.now(UTC),
-            cutoff=predictor.cutoff.date(),
-            last_date=predictor.last_date.date(),
+            cutoff=cutoff,
+            last_date=last_date,
             series=series,
+            example=_example(series, cutoff, last_date),
         )
+
+
+def _example(series: SeriesResponse, cutoff: date, last_date: date) -> dict[str, Any]:
+    """A valid ``/predict`` body for this model: its first series, a week after the cut-off."""
+    if not series.series:
+        return {}
+    first = series.series[0]
+    when = min(cutoff + timedelta(days=7), last_date)
+    keys = {k: getattr(first, k) for k in ("estado", "ciudad", "tipo", "canal")}
+    return {"rows": [{**keys, "fecha": when.isoformat()}]}
 
 
 class _ModelState:
@@ -185,76 +196,6 @@ class _ModelState:
         )
 
 
-# --- body size limit ------------------------------------------------------------------------
-
-
-class _BodyTooLargeError(HTTPException):
-    """Raised from ``receive`` once a streamed body passes the limit (FastAPI re-raises it)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            status_code=413,
-            detail=f"request body larger than {limit} bytes",
-            # The rest of the body is never read: the connection cannot serve another request.
-            headers={"Connection": "close"},
-        )
-
-
-class BodySizeLimit:
-    """Pure ASGI middleware: refuse bodies over ``max_bytes`` with 413 before any parsing.
-
-    The declared ``Content-Length`` is checked first; a body without one (chunked) is counted
-    as it streams in and refused as soon as it passes the limit.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on, counting its body's bytes."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await _send_json(send, 400, {"detail": "invalid Content-Length header"})
-                return
-            if int(declared) > self.max_bytes:
-                await _send_json(send, 413, {"detail": _BodyTooLargeError(self.max_bytes).detail})
-                return
-        received = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _BodyTooLargeError(self.max_bytes)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLargeError as exc:
-            if started:
-                raise
-            await _send_json(send, 413, {"detail": exc.detail})
-
-
-async def _send_json(send: Send, status: int, content: dict[str, Any]) -> None:
-    response = JSONResponse(content, status_code=status, headers={"Connection": "close"})
-    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
-    await send({"type": "http.response.body", "body": response.body})
-
-
 # --- the app ----------------------------------------------------------------------------------
 
 # Requests up to this many rows are answered on the event loop (a thread hop costs more).
@@ -333,8 +274,12 @@ def create_app(settings: Settings, source: Source | None = None) -> FastAPI:
         version="1",
         lifespan=lifespan,
     )
+    # Routes added below parse their JSON bodies strictly (NaN, Infinity: 422, not 500).
+    app.router.route_class = StrictJSONRoute
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(SecurityHeaders)
     app.state.model = state
+    _document_examples(app, state)
 
     @app.get("/livez", tags=["health"], summary="The process runs")
     async def livez() -> dict[str, str]:
@@ -380,7 +325,11 @@ def create_app(settings: Settings, source: Source | None = None) -> FastAPI:
         "/admin/reload",
         tags=["admin"],
         summary="Reload the champion and the newest data now",
-        responses={503: {"model": ErrorResponse, "description": "The reload failed."}},
+        responses={
+            401: {"model": ErrorResponse, "description": "Missing or wrong admin token."},
+            503: {"model": ErrorResponse, "description": "The reload failed."},
+        },
+        dependencies=[admin_guard(settings.api_admin_token)],
     )
     async def admin_reload() -> ModelResponse:
         started = time.perf_counter()
@@ -391,3 +340,25 @@ def create_app(settings: Settings, source: Source | None = None) -> FastAPI:
         return state.describe(fresh)
 
     return app
+
+
+def _document_examples(app: FastAPI, state: _ModelState) -> None:
+    """Make ``/predict``'s OpenAPI example a valid request for the model in service.
+
+    FastAPI builds (and caches) the document once; each ``/openapi.json`` gets a copy with the
+    served model's example, so Swagger UI's "Try it out" answers 200 as it comes, after every
+    reload too.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = build()
+        served = state.served
+        if served is None or not served.example:
+            return document
+        document = copy.deepcopy(document)
+        body = document["paths"]["/predict"]["post"]["requestBody"]["content"]
+        body["application/json"]["example"] = served.example
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
