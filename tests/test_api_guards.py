@@ -98,6 +98,8 @@ def test_strict_parser_reads_what_json_reads():
     assert strict_json_loads(document.encode()) == json.loads(document)
     with pytest.raises(json.JSONDecodeError, match=r"NaN at a\.1 "):
         strict_json_loads('{"a": [1, NaN]}')
+    with pytest.raises(json.JSONDecodeError, match="not UTF-8"):
+        strict_json_loads(b'{"a": "\xff"}')
 
 
 @pytest.mark.parametrize("path", ["/livez", "/openapi.json", "/docs", "/nowhere"])

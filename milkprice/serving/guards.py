@@ -189,7 +189,10 @@ def strict_json_loads(document: str | bytes) -> Any:
             float (the message names where it sits, e.g. ``rows.0.fecha``), an integer too
             long to convert, or nesting too deep to parse.
     """
-    text = document.decode("utf-8") if isinstance(document, bytes) else document
+    try:
+        text = document.decode("utf-8") if isinstance(document, bytes) else document
+    except UnicodeDecodeError as exc:
+        raise json.JSONDecodeError(f"body is not UTF-8 ({exc.reason})", "", exc.start) from None
     seen: list[str] = []  # literals that may not be finite: walk the document only then
 
     def constant(name: str) -> float:
