@@ -6,6 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` runs pytest-xdist workers, each with its own servers on its own free ports; a test
+# module stays on one worker (its module fixtures are built once). Most of the suite waits on
+# servers and flow runs rather than computing, so there are more workers than the 2 cores here.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile)
 
 # Nothing but loopback: Prefect's and MLflow's usage telemetry stay off.
 export DO_NOT_TRACK ?= true
@@ -45,7 +51,7 @@ run: .venv  ## Demo lake if the lake is empty, then train on its newest complete
 
 # pytest exits with 5 when it collected no tests: that must fail the build, not pass quietly.
 test: .venv  ## Run the test suite
-	@status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then \
 		echo "make test: pytest collected no tests (exit code 5); failing on purpose" >&2; \
 		exit 1; \
@@ -53,7 +59,7 @@ test: .venv  ## Run the test suite
 	exit $$status
 
 e2e: .venv  ## Run only the slow end-to-end tests (real servers, browser, cluster); `make test` runs them too
-	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -m e2e $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 bench: .venv  ## Run every benchmarks/bench_*.py script
 	@shopt -s nullglob; scripts=(benchmarks/bench_*.py); \

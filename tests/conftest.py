@@ -6,12 +6,14 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,8 +25,19 @@ for _key, _value in {
     "DO_NOT_TRACK": "true",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    # As the Makefile: on a loaded machine Prefect's temporary server needs more than its 20 s.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }.items():
     os.environ.setdefault(_key, _value)
+
+
+def system_packages_lock() -> FileLock:
+    """One lock for every apt-get the set-up runs (chromium, postgresql).
+
+    Parallel workers (pytest-xdist) reach their session fixtures at the same time, and dpkg
+    takes one installer at a time: the second worker waits here, then finds the package.
+    """
+    return FileLock(Path(tempfile.gettempdir()) / "milkprice-system-packages.lock", timeout=1800)
 
 
 def free_port() -> int:
@@ -370,3 +383,17 @@ def flow_run_artifacts(flow_run_id: object, key: str) -> list:
             )
 
     return asyncio.run(read())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with the most end-to-end tests first, each module's tests in their own order.
+
+    pytest-xdist (``--dist loadfile``) hands whole modules to workers in collection order: the
+    long end-to-end modules start at once instead of being left for the end, when one worker
+    would run them while the others idle. A plain run only changes the order of modules.
+    """
+    weight: dict[str, int] = {}
+    for item in items:
+        heavy = item.get_closest_marker("e2e") is not None
+        weight[item.nodeid.split("::")[0]] = weight.get(item.nodeid.split("::")[0], 0) + heavy
+    items.sort(key=lambda item: -weight[item.nodeid.split("::")[0]])

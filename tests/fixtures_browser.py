@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import system_packages_lock
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
@@ -50,7 +51,6 @@ _INSTALL_HINT = (
     f"{CHROMIUM} through Playwright and never download a browser)"
 )
 _FAILED = pytest.StashKey[bool]()
-_WRITTEN = pytest.StashKey[list[Path]]()
 
 
 def _apt_get(apt: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -85,10 +85,9 @@ def _slug(text: str) -> str:
 class Browser:
     """One chromium with an empty profile; pages and screenshots for the module's tests."""
 
-    def __init__(self, context: BrowserContext, output_dir: Path, written: list[Path]) -> None:
+    def __init__(self, context: BrowserContext, output_dir: Path) -> None:
         self.context = context
         self.output_dir = output_dir
-        self._written = written
         self._counts: dict[str, int] = {}
 
     def new_page(self) -> Page:
@@ -104,7 +103,6 @@ class Browser:
         self._counts[test] = number
         path = self.output_dir / f"{_slug(test)}-{number:02d}-{_slug(step)}.png"
         page.screenshot(path=str(path), full_page=full_page)
-        self._written.append(path)
         return path
 
 
@@ -124,16 +122,26 @@ class Screens:
 @pytest.fixture(scope="session")
 def chromium_executable() -> Path:
     """Debian's chromium, installed once per session when missing (see :func:`ensure_chromium`)."""
-    return ensure_chromium()
+    with system_packages_lock():
+        return ensure_chromium()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Empty ``test-output/browser/`` of the last run's screenshots, once per run.
+
+    Under pytest-xdist only the controller does it (a worker has ``workerinput``): a worker
+    starting late must not delete the screenshots another worker has just taken.
+    """
+    if not hasattr(session.config, "workerinput"):
+        OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+        for old in OUTPUT_DIR.glob("*.png"):
+            old.unlink()
 
 
 @pytest.fixture(scope="session")
-def browser_output_dir(request: pytest.FixtureRequest) -> Path:
-    """``test-output/browser/`` in the checkout, emptied of the last session's screenshots."""
+def browser_output_dir() -> Path:
+    """``test-output/browser/`` in the checkout (emptied at the start of the run)."""
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    for old in OUTPUT_DIR.glob("*.png"):
-        old.unlink()
-    request.config.stash[_WRITTEN] = []
     return OUTPUT_DIR
 
 
@@ -141,7 +149,6 @@ def browser_output_dir(request: pytest.FixtureRequest) -> Path:
 def browser(
     chromium_executable: Path,
     browser_output_dir: Path,
-    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Browser]:
     """Chromium launched by Playwright with a new, empty user-data dir; closed after the module."""
@@ -160,7 +167,7 @@ def browser(
         )
         context.set_default_timeout(DEFAULT_TIMEOUT_MS)
         try:
-            yield Browser(context, browser_output_dir, request.config.stash[_WRITTEN])
+            yield Browser(context, browser_output_dir)
         finally:
             context.close()
     finally:
@@ -192,7 +199,9 @@ def pytest_runtest_makereport(
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say where this session's screenshots are."""
-    written = terminalreporter.config.stash.get(_WRITTEN, [])
+    """Say where this run's screenshots are (every worker's: the folder was emptied at start)."""
+    if hasattr(terminalreporter.config, "workerinput"):
+        return
+    written = sorted(OUTPUT_DIR.glob("*.png")) if OUTPUT_DIR.is_dir() else []
     if written:
         terminalreporter.write_line(f"browser screenshots ({len(written)}): {OUTPUT_DIR}/")

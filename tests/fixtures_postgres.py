@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from conftest import free_port, system_packages_lock
 
 from orchestration.postgres import (
     STOP_SIGNAL,
@@ -48,7 +48,8 @@ def postgres_port() -> Iterator[int]:
     The cluster lives in a fresh folder under the system temp folder, not under pytest's
     ``tmp_path`` (mode 0700, owned by root: the ``postgres`` OS user could not enter it).
     """
-    ensure_postgresql()
+    with system_packages_lock():
+        ensure_postgresql()
     base = owned_dir(Path(tempfile.mkdtemp(prefix="milkprice-pg-")))
     data_dir = base / "data"
     socket_dir = owned_dir(base / "run")

@@ -8,6 +8,7 @@ import subprocess
 
 import psycopg2
 import pytest
+from conftest import system_packages_lock
 
 from orchestration.postgres import (
     create_database,
@@ -22,7 +23,8 @@ from orchestration.postgres import (
 
 
 def test_ensure_postgresql_finds_the_server_binaries():
-    bin_dir = ensure_postgresql()
+    with system_packages_lock():
+        bin_dir = ensure_postgresql()
     assert bin_dir == find_pg_bin()
     for program in ("initdb", "postgres"):
         assert os.access(bin_dir / program, os.X_OK), program
