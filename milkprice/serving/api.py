@@ -29,6 +29,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 
+from milkprice.serving.explorer import explorer_router
 from milkprice.serving.guards import (
     MAX_BODY_BYTES,
     BodySizeLimit,
@@ -339,6 +340,8 @@ def create_app(settings: Settings, source: Source | None = None) -> FastAPI:
         log.info("reload took %.2fs", time.perf_counter() - started)
         return state.describe(fresh)
 
+    # The forecast explorer: the page at / and its JSON/CSV endpoints, from the same predictor.
+    app.include_router(explorer_router(lambda: state.require().predictor, settings, source))
     return app
 
 
