@@ -62,8 +62,9 @@ _TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".html": "text/html; charset=utf-8",
+    ".svg": "image/svg+xml",
 }
-STATIC_FILES = ("explorer.js", "explorer.css", "plotly.min.js")
+STATIC_FILES = ("explorer.js", "explorer.css", "favicon.svg", "plotly.min.js")
 # Query parameters of a view (module level: the annotations are resolved from here).
 ScopeQuery = Annotated[Scope, Query(description="series, state (its cities) or nation.")]
 TipoQuery = Annotated[Tipo, Query()]

@@ -211,7 +211,7 @@ def build_view(
                 precio=float(row.Precio),
                 n_series=1,
                 suspect=int(row.suspect),
-                p_glitch=float(row.p_glitch) if row.suspect else None,
+                p_glitch=round(float(row.p_glitch), 4) if row.suspect else None,
                 settled=(row.settled or None) if row.suspect else None,
             )
             for row in past.itertuples(index=False)
