@@ -101,7 +101,8 @@ def _predict(api_url: str, series: list[dict], dates: list[str]) -> list[dict]:
 
 
 def test_explorer_shows_predict_numbers_and_the_aggregate_band(api_url: str, screens):
-    aggregate = pytest.importorskip("milkprice.model.aggregate")
+    from milkprice.model.aggregate import aggregate_forecast
+
     page = screens.page
     requests: list[str] = []
     problems: list[str] = []
@@ -167,7 +168,7 @@ def test_explorer_shows_predict_numbers_and_the_aggregate_band(api_url: str, scr
     frame = frame.rename(columns={k: k.title() for k in KEYS} | {"fecha": "Fecha"})
     frame["Fecha"] = pd.to_datetime(frame["Fecha"])
     dependence = options["model"]["aggregate_dependence"]
-    expected = aggregate.aggregate_forecast(
+    expected = aggregate_forecast(
         frame, ["Tipo", "Canal"], dependence=dependence, draws=2000, seed=0
     ).sort_values("Fecha")
     assert expected["Fecha"].dt.strftime("%Y-%m-%d").tolist() == dates

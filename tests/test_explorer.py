@@ -253,8 +253,13 @@ def _forecast_frame(client: TestClient, options: dict, view: dict) -> pd.DataFra
 
 @pytest.mark.parametrize("scope", ["nation", "state"])
 def test_aggregate_views_show_the_aggregate_interval(client, options, lake_prices, scope):
-    aggregate_forecast = pytest.importorskip("milkprice.model.aggregate").aggregate_forecast
-    first = options["series"][0]
+    from milkprice.model.aggregate import aggregate_forecast
+
+    # The series of the state with the most cities for one Tipo x Canal: an average of several.
+    served = pd.DataFrame(options["series"])
+    sizes = served.groupby(["estado", "tipo", "canal"]).size()
+    estado, tipo, canal = sizes.idxmax()
+    first = {"estado": estado, "tipo": tipo, "canal": canal}
     params = {"scope": scope, "tipo": first["tipo"], "canal": first["canal"]}
     by = ["Tipo", "Canal"]
     if scope == "state":

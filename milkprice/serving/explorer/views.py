@@ -12,7 +12,6 @@ simulated from the series' distributions), never the mean of the series' bounds.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ import pandas as pd
 
 from milkprice.data.lake import Lake
 from milkprice.data.quality import assess_readings
+from milkprice.model.aggregate import aggregate_forecast, dependence_of
 from milkprice.model.features import SERIES_KEYS
 from milkprice.months import Month, month_range
 from milkprice.serving.explorer.schemas import (
@@ -31,16 +31,9 @@ from milkprice.serving.explorer.schemas import (
 )
 from milkprice.serving.predictor import Predictor, forecast_dates
 
-try:
-    from milkprice.model.aggregate import aggregate_forecast, dependence_of
-except ImportError:  # pragma: no cover - TEMPORARY until branch agg lands
-    aggregate_forecast = None  # type: ignore[assignment]
-
-    def dependence_of(model: object) -> float:
-        return float(getattr(model, "aggregate_dependence_", 1.0))
-
-
 __all__ = [
+    "AGGREGATE_DRAWS",
+    "AGGREGATE_SEED",
     "BAND_COLUMNS",
     "CSV_COLUMNS",
     "HISTORY_MONTHS_SHOWN",
@@ -57,7 +50,8 @@ HISTORY_MONTHS_SHOWN = 6
 # Months read before the first shown: the quality verdicts need a settled level to start from.
 _WARM_UP_MONTHS = 1
 BAND_COLUMNS = ["price", "mean", "lower_80", "upper_80", "lower_95", "upper_95"]
-_DRAWS, _SEED = 2000, 0
+# Draws of the aggregate simulation (its default) and a fixed seed: a view is reproducible.
+AGGREGATE_DRAWS, AGGREGATE_SEED = 2000, 0
 
 
 class ViewError(ValueError):
@@ -163,27 +157,6 @@ def _scope_keys(
     return keys
 
 
-def _aggregate(forecast: pd.DataFrame, by: Sequence[str], dependence: float) -> pd.DataFrame:
-    if aggregate_forecast is not None:
-        return aggregate_forecast(forecast, by, dependence=dependence, draws=_DRAWS, seed=_SEED)
-    # TEMPORARY fallback until milkprice.model.aggregate lands: Gaussian mean of the series.
-    z95, z80 = 1.959964, 1.281552
-    sd = (forecast["upper_95"] - forecast["lower_95"]) / (2 * z95)
-    frame = forecast.assign(_sd=sd, _var=sd**2)
-    grouped = frame.groupby([*by, "Fecha"], sort=True)
-    out = grouped.agg(
-        n_series=("price", "size"), price=("price", "mean"), mean=("mean", "mean"),
-        _sd=("_sd", "mean"), _var=("_var", "sum"),
-    ).reset_index()  # fmt: skip
-    spread = np.sqrt(
-        (1 - dependence) * out["_var"] / out["n_series"] ** 2 + dependence * out["_sd"] ** 2
-    )
-    for level, z in ((80, z80), (95, z95)):
-        out[f"lower_{level}"] = out["price"] - z * spread
-        out[f"upper_{level}"] = out["price"] + z * spread
-    return out.drop(columns=["_sd", "_var"])
-
-
 def build_view(
     data: ExplorerData,
     scope: Scope,
@@ -246,7 +219,9 @@ def build_view(
             )
             for day, row in daily.iterrows()
         ]
-        table = _aggregate(ahead, by, data.dependence)
+        table = aggregate_forecast(
+            ahead, by, dependence=data.dependence, draws=AGGREGATE_DRAWS, seed=AGGREGATE_SEED
+        )
         forecast = [
             ForecastPoint(
                 fecha=pd.Timestamp(row["Fecha"]).date(),
