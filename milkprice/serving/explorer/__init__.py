@@ -6,6 +6,6 @@
   (``static/``, shipped as package data; Plotly's JS from the installed ``plotly`` package).
 """
 
-from milkprice.serving.explorer.routes import explorer_router
+from milkprice.serving.explorer.routes import Explorer, build_explorer
 
-__all__ = ["explorer_router"]
+__all__ = ["Explorer", "build_explorer"]

@@ -18,10 +18,11 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from milkprice.data.lake import Lake
@@ -46,10 +47,12 @@ from milkprice.serving.predictor import Predictor
 from milkprice.serving.schemas import Canal, Tipo
 from milkprice.settings import Settings, Source
 
-__all__ = ["ACCURACY_TTL_S", "STATIC_FILES", "explorer_router"]
+__all__ = ["ACCURACY_TTL_S", "STATIC_FILES", "Explorer", "build_explorer"]
 
 ACCURACY_TTL_S = 60.0
 _MAX_VIEWS = 1024
+# Models whose explorer data is kept: the one served and the one a reload is replacing.
+_KEPT_MODELS = 2
 # Registered-version tags that say what a model was trained on.
 _TRAINED_ON = (
     "source",
@@ -92,45 +95,65 @@ def _asset_response(request: Request, name: str, max_age: int) -> Response:
     return Response(data, media_type=_TYPES[suffix], headers=headers)
 
 
+@dataclass
+class _Entry:
+    """One served model's explorer data, its options and the views computed so far."""
+
+    data: ExplorerData
+    options: OptionsResponse | None = None
+    views: dict[tuple[object, ...], ViewResponse] = field(default_factory=dict)
+
+
 class _Cache:
-    """The explorer data of the served model, its views, and the scored months."""
+    """Explorer data, options and views of the served model and the one before; scored months.
+
+    Two models are kept: while a reload prepares the new one, the old one still answers.
+    """
 
     def __init__(self, settings: Settings, source: Source | None) -> None:
         self.settings = settings
         self.source = source
-        self._lock = threading.Lock()
-        self._data: ExplorerData | None = None
-        self._options: OptionsResponse | None = None
-        self._views: dict[tuple[object, ...], ViewResponse] = {}
+        self._build_lock = threading.Lock()
+        self._entries: dict[int, _Entry] = {}  # by id(predictor), newest last
         self._accuracy: tuple[float, list[ScoredMonthItem], str | None] | None = None
 
-    def data(self, predictor: Predictor) -> ExplorerData:
-        with self._lock:
-            if self._data is None or self._data.predictor is not predictor:
-                lake = Lake.from_settings(self.settings, self.source)
-                prices = read_recent_history(lake, predictor.cutoff)
-                self._data = explorer_data(predictor, prices)
-                self._options, self._views = None, {}
-            return self._data
+    def entry(self, predictor: Predictor) -> _Entry:
+        """The entry of ``predictor``, built (once, in the calling thread) when missing."""
+        found = self._entries.get(id(predictor))
+        if found is not None and found.data.predictor is predictor:
+            return found
+        with self._build_lock:
+            found = self._entries.get(id(predictor))
+            if found is None or found.data.predictor is not predictor:
+                try:
+                    lake = Lake.from_settings(self.settings, self.source)
+                    prices = read_recent_history(lake, predictor.cutoff)
+                    found = _Entry(explorer_data(predictor, prices))
+                except Exception as exc:  # the lake unreadable now: /predict still answers
+                    raise HTTPException(
+                        status_code=503,
+                        detail=f"explorer data unavailable ({type(exc).__name__}: {exc})",
+                    ) from exc
+                kept = list(self._entries.items())[-(_KEPT_MODELS - 1) :]
+                self._entries = {**dict(kept), id(predictor): found}
+            return found
 
     def view(self, predictor: Predictor, key: tuple[object, ...]) -> ViewResponse:
-        data = self.data(predictor)
-        found = self._views.get(key)
+        entry = self.entry(predictor)
+        found = entry.views.get(key)
         if found is None:
             scope, estado, ciudad, tipo, canal = key
             found = build_view(
-                data,
-                scope,
-                estado=estado,
-                ciudad=ciudad,
-                tipo=tipo,
+                entry.data,
+                scope,  # type: ignore[arg-type]
+                estado=estado,  # type: ignore[arg-type]
+                ciudad=ciudad,  # type: ignore[arg-type]
+                tipo=tipo,  # type: ignore[arg-type]
                 canal=canal,  # type: ignore[arg-type]
             )
-            with self._lock:
-                if len(self._views) >= _MAX_VIEWS:
-                    self._views.clear()
-                if self._data is data:
-                    self._views[key] = found
+            if len(entry.views) >= _MAX_VIEWS:
+                entry.views.clear()
+            entry.views[key] = found
         return found
 
     def accuracy(self) -> tuple[list[ScoredMonthItem], str | None]:
@@ -150,15 +173,11 @@ class _Cache:
         return items, note
 
     def options(self, predictor: Predictor) -> OptionsResponse:
-        data = self.data(predictor)
-        base = self._options
-        if base is None or self._data is not data:
-            base = _options(data)
-            with self._lock:
-                if self._data is data:
-                    self._options = base
+        entry = self.entry(predictor)
+        if entry.options is None:
+            entry.options = _options(entry.data)
         accuracy, note = self.accuracy()
-        return base.model_copy(update={"accuracy": accuracy, "accuracy_note": note})
+        return entry.options.model_copy(update={"accuracy": accuracy, "accuracy_note": note})
 
 
 def _options(data: ExplorerData) -> OptionsResponse:
@@ -203,10 +222,25 @@ def _slug(*parts: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", "-".join(p for p in parts if p)).strip("-").lower()
 
 
-def explorer_router(
+@dataclass(frozen=True)
+class Explorer:
+    """The explorer's routes, and how to prepare its data for a model before it is served.
+
+    Attributes:
+        router: The page, its assets and the JSON/CSV endpoints.
+        prepare: Builds a predictor's explorer data (blocking, for a worker thread): called
+            before a model is swapped in, the first page load after a reload is as quick as
+            any other.
+    """
+
+    router: APIRouter
+    prepare: Callable[[Predictor], None]
+
+
+def build_explorer(
     current: Callable[[], Predictor], settings: Settings, source: Source | None = None
-) -> APIRouter:
-    """The explorer's routes.
+) -> Explorer:
+    """The explorer over the served predictor.
 
     Args:
         current: The served predictor (raises the API's 503 when there is none yet).
@@ -281,4 +315,7 @@ def explorer_router(
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
 
-    return router
+    def prepare(predictor: Predictor) -> None:
+        cached.entry(predictor)
+
+    return Explorer(router, prepare)
