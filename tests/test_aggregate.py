@@ -237,3 +237,10 @@ def test_dependence_is_estimated_from_residuals(rho: float) -> None:
 def test_estimating_dependence_names_a_missing_column() -> None:
     with pytest.raises(ValueError, match="'origin'"):
         estimate_dependence(correlated_residuals(0.5).drop(columns="origin"))
+
+
+def test_a_doubled_column_is_named() -> None:
+    series = gaussian_series(3)
+    doubled = pd.concat([series, series[["mean"]]], axis=1)
+    with pytest.raises(ValueError, match="more than one column 'mean'"):
+        aggregate_forecast(doubled, ("Tipo", "Canal"), dependence=0.5)

@@ -105,6 +105,9 @@ def _checked_frame(forecast: pd.DataFrame, by: Sequence[str], draws: int) -> lis
         raise ValueError(f"forecast has no column {', '.join(map(repr, missing))}")
     if forecast.empty:
         raise ValueError("forecast has no rows to aggregate")
+    doubled = [c for c in dict.fromkeys(needed) if list(forecast.columns).count(c) > 1]
+    if doubled:
+        raise ValueError(f"forecast has more than one column {', '.join(map(repr, doubled))}")
     for column in [*KNOTS, "mean"]:
         values = pd.to_numeric(forecast[column], errors="coerce").to_numpy(dtype=float)
         if not np.isfinite(values).all():
@@ -194,12 +197,12 @@ def _tabulate(u: np.ndarray, x: np.ndarray, cells: int) -> np.ndarray:
 def _cells(n_series: int, draws: int, dependence: float, seed: int, cells: int) -> np.ndarray:
     """``(n_series, draws)`` probability cells drawn from the one-factor Gaussian copula."""
     rng = np.random.default_rng(seed)
-    # Latin hypercube: every factor (the common one and each series' own) draws once from each
-    # 1/draws of probability, in an independent random order. The marginals are exact to a
-    # stratum, and independence between the factors is kept.
-    strata = rng.permuted(np.broadcast_to(np.arange(draws), (n_series + 1, draws)), axis=1)
-    uniform = (strata + rng.random((n_series + 1, draws))) / draws
-    factors = _scores(np.clip(uniform, _EDGE, 1 - _EDGE)).astype(np.float32)
+    # Latin hypercube: every factor (the common one and each series' own) takes the score of
+    # each 1/draws of probability once (its midpoint), in an independent random order. The
+    # marginals are exact to a stratum, the factors independent, and a draw is a gather.
+    middles = _scores((np.arange(draws) + 0.5) / draws).astype(np.float32)
+    order = rng.permuted(np.tile(np.arange(draws), (n_series + 1, 1)), axis=1)
+    factors = middles[order]
     score = math.sqrt(dependence) * factors[:1] + math.sqrt(1.0 - dependence) * factors[1:]
     return np.minimum((ndtr(score) * cells).astype(np.intp), cells - 1)
 
