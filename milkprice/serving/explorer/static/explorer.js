@@ -76,19 +76,23 @@
     return params.toString();
   }
 
+  function rounded(value, digits) {
+    return typeof value === "number" ? value.toFixed(digits) : "?";
+  }
+
   function showModel(model) {
     const facts = [
       ["version", `${model.name} v${model.version}`],
       ["trained", model.trained_at ? model.trained_at.replace("T", " ").slice(0, 19) + " UTC" : "?"],
       ["validation month", model.validation_month],
       ["trained on", Object.entries(model.trained_on).map(([k, v]) => `${k}: ${v}`).join("; ")],
-      ["validation MAE / naive", text(model.validation.mae_ratio_to_naive)],
-      ["validation RMSE / naive", text(model.validation.rmse_ratio_to_naive)],
+      ["validation MAE / naive", rounded(model.validation.mae_ratio_to_naive, 3)],
+      ["validation RMSE / naive", rounded(model.validation.rmse_ratio_to_naive, 3)],
       ["validation coverage 80 % / 95 %",
-        `${text(model.validation.coverage_80)} / ${text(model.validation.coverage_95)}`],
+        `${rounded(model.validation.coverage_80, 3)} / ${rounded(model.validation.coverage_95, 3)}`],
       ["data cut-off", model.cutoff],
       ["intervals", model.interval_method],
-      ["dependence (aggregates)", text(model.aggregate_dependence)],
+      ["dependence (aggregates)", rounded(model.aggregate_dependence, 3)],
     ];
     $("model").replaceChildren(...facts.flatMap(([term, value]) => {
       const dt = document.createElement("dt");
@@ -121,7 +125,8 @@
       { name: "published", x: past.map((p) => p.fecha), y: past.map((p) => p.precio),
         mode: "lines+markers", marker: { size: 4 }, line: { color: "#222" }, type: "scatter" },
       { name: "suspect readings", x: suspect.map((p) => p.fecha), y: suspect.map((p) => p.precio),
-        mode: "markers", marker: { size: 11, color: "#e08000", symbol: "x" }, type: "scatter",
+        mode: "markers", type: "scatter",
+        marker: { size: view.scope === "series" ? 11 : 6, color: "#e08000", symbol: "x" },
         text: suspect.map((p) => (p.n_series > 1 ? `${p.suspect} suspect of ${p.n_series}`
           : `suspect, p_glitch ${p.p_glitch}${p.settled ? `, settled: ${p.settled}` : ""}`)) },
       ...band(95, "rgba(31,119,180,0.18)"),
