@@ -79,34 +79,28 @@ def _draw_forecast(axes: Axes, history: pd.Series, forecast: pd.DataFrame) -> No
     axes.tick_params(axis="x", rotation=30)
 
 
-def plot_national_forecast(history: pd.DataFrame, forecast: pd.DataFrame, title: str) -> bytes:
+def plot_national_forecast(history: pd.DataFrame, national: pd.DataFrame, title: str) -> bytes:
     """PNG of the national average per ``Tipo`` x ``Canal``: history, forecast, 80/95 bands.
 
-    The bands are the mean of the series' bounds (a display of the typical interval, not an
-    interval of the national average).
+    The bands are the intervals of the national average itself (simulated from the series'
+    distributions and their dependence, :func:`milkprice.model.aggregate.aggregate_forecast`),
+    narrower than a typical series' band.
 
     Args:
         history: tidy rows (``Fecha``, ``Tipo``, ``Canal``, ``Precio``) before the cut-off.
-        forecast: forecast rows (``Fecha``, ``Tipo``, ``Canal``, ``price`` and the bounds).
+        national: the national average's forecast, one row per ``Tipo`` x ``Canal`` and
+            ``Fecha`` (``price``, ``mean`` and the bounds), as ``aggregate_forecast`` gives it
+            with ``by=("Tipo", "Canal")``.
         title: figure title (say the cut-off and the model version).
     """
-    pairs = sorted(forecast[["Tipo", "Canal"]].drop_duplicates().itertuples(index=False))
+    pairs = sorted(national[["Tipo", "Canal"]].drop_duplicates().itertuples(index=False))
     columns = 2 if len(pairs) > 1 else 1
     rows = max(1, -(-len(pairs) // columns))
     figure, grid = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False)
-    bounds = [
-        c
-        for c in ("price", "mean", "lower_80", "upper_80", "lower_95", "upper_95")
-        if c in forecast
-    ]
     for axes, (tipo, canal) in zip(grid.ravel(), pairs, strict=False):
         past = history.loc[(history["Tipo"] == tipo) & (history["Canal"] == canal)]
-        ahead = forecast.loc[(forecast["Tipo"] == tipo) & (forecast["Canal"] == canal)]
-        _draw_forecast(
-            axes,
-            past.groupby("Fecha")["Precio"].mean(),
-            ahead.groupby("Fecha", as_index=False)[bounds].mean(),
-        )
+        ahead = national.loc[(national["Tipo"] == tipo) & (national["Canal"] == canal)]
+        _draw_forecast(axes, past.groupby("Fecha")["Precio"].mean(), ahead.sort_values("Fecha"))
         axes.set_title(f"{tipo} / {canal}")
     for axes in grid.ravel()[len(pairs) :]:
         axes.set_visible(False)

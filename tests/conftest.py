@@ -17,8 +17,8 @@ from filelock import FileLock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# Fixture modules of their own (tests/fixtures_*.py): PostgreSQL, Dask, browser.
-pytest_plugins = ["fixtures_postgres", "fixtures_dask", "fixtures_browser"]
+# Fixture modules of their own (tests/fixtures_*.py): PostgreSQL, Dask, browser, real data.
+pytest_plugins = ["fixtures_postgres", "fixtures_dask", "fixtures_browser", "fixtures_realdata"]
 
 # Nothing but loopback: no usage telemetry from Prefect or MLflow in tests or their children.
 for _key, _value in {

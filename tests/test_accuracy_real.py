@@ -6,29 +6,20 @@ what they claim and are sharper than the same conformal method around the last p
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from milkprice.data.lake import Lake
-from milkprice.months import Month, month_range
-from milkprice.pipeline.backtest import run_backtest
-from milkprice.settings import get_settings
-
-MONTHS = month_range(Month(2024, 7), Month(2025, 1))
+from milkprice.months import Month
+from milkprice.pipeline.backtest import BacktestReport
 
 pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
-def table(real_data_dir: Path) -> pd.DataFrame:
+def table(design_backtest: BacktestReport) -> pd.DataFrame:
     """The backtest table (months, then mean and worst) with the production settings."""
-    settings = get_settings()
-    report = run_backtest(
-        Lake(str(real_data_dir)), MONTHS, seed=0, n_trials=settings.n_trials, jobs=1
-    )
+    report = design_backtest
     for result in report.months:
         assert result.metrics["n_scored"] > 1000
         assert result.training_months >= 6

@@ -176,6 +176,12 @@ def test_training_run_stores_intervals_and_scores_their_coverage(
     for name in INTERVAL_COLUMNS:
         stored_offsets = loaded.intervals_.offsets[name]
         assert np.allclose(stored_offsets, outcome.forecaster.intervals_.offsets[name], atol=1e-6)
+    # The dependence of the aggregate bands, estimated from the same residuals, travels too;
+    # the evaluated model's (before V) is a metric of the run.
+    dependence = outcome.forecaster.aggregate_dependence_
+    assert 0.0 <= dependence <= 1.0
+    assert loaded.aggregate_dependence_ == pytest.approx(dependence)
+    assert 0.0 <= outcome.metrics["aggregate_dependence"] <= 1.0
 
 
 def test_conformal_offsets_fix_a_miscalibrated_quantile_forecast() -> None:

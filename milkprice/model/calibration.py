@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from milkprice.data.quality import assess_readings
+from milkprice.model.aggregate import estimate_dependence
 from milkprice.model.distribution import QUANTILE_LEVELS
 from milkprice.model.features import ANCHOR_COLUMN, SERIES_KEYS, build_features, last_prices
 from milkprice.model.forecast import MilkForecaster
@@ -33,7 +34,16 @@ __all__ = [
 # Eight origins (four months of month ends and mid-months): about 40,000 residuals, the longest
 # horizon bucket fed by the oldest four, for eight small fits.
 CALIBRATION_ORIGINS = 8
-RESIDUAL_COLUMNS = ["origin", "horizon_days", "residual", *(f"r_{n}" for n in INTERVAL_COLUMNS)]
+# The series and date of each residual too: their correlation at the same origin and date is
+# the dependence of the aggregate bands (milkprice.model.aggregate.estimate_dependence).
+RESIDUAL_COLUMNS = [
+    *SERIES_KEYS,
+    "Fecha",
+    "origin",
+    "horizon_days",
+    "residual",
+    *(f"r_{n}" for n in INTERVAL_COLUMNS),
+]
 _MIN_EARLIER_ORIGINS = 3
 
 
@@ -113,8 +123,9 @@ def fold_residuals(
 def _residuals(forecast: pd.DataFrame, actual: pd.DataFrame, origin: pd.Timestamp) -> pd.DataFrame:
     scored = forecast.merge(actual, on=[*SERIES_KEYS, "Fecha"], how="inner")
     actual_price = scored["Precio"].to_numpy(dtype=float)
-    out = pd.DataFrame(
-        {
+    out = scored[[*SERIES_KEYS, "Fecha"]].reset_index(drop=True)
+    out = out.assign(
+        **{
             "origin": origin,
             "horizon_days": (scored["Fecha"] - origin).dt.days.to_numpy(dtype=float),
             "residual": actual_price - scored["forecast"].to_numpy(dtype=float),
@@ -163,9 +174,15 @@ def evaluation_residuals(predictions: pd.DataFrame, origin: pd.Timestamp) -> pd.
 
 
 def attach_intervals(model: MilkForecaster, residuals: pd.DataFrame) -> MilkForecaster:
-    """Give ``model`` the conformalized-quantile table fit on ``residuals``; returns the model."""
+    """Give ``model`` the interval table and the aggregate dependence fit on ``residuals``.
+
+    ``aggregate_dependence_``: the correlation of the series' residuals within Tipo x Canal at
+    the same origin and date (:func:`milkprice.model.aggregate.estimate_dependence`), what the
+    bands of state and national averages are simulated with. Returns the model.
+    """
     model.intervals_ = IntervalTable.fit_quantiles(
         {name: residuals[f"r_{name}"].to_numpy() for name in INTERVAL_COLUMNS},
         residuals["horizon_days"].to_numpy(),
     )
+    model.aggregate_dependence_ = estimate_dependence(residuals)
     return model

@@ -126,6 +126,9 @@ def evaluate_on_month(
     metrics = score_distribution(table)
     if intervals is not None:
         metrics.update(interval_metrics(table))
+        # The evaluated model's own (from residuals before the month): replays its aggregates.
+        if hasattr(forecaster, "aggregate_dependence_"):
+            metrics["aggregate_dependence"] = float(forecaster.aggregate_dependence_)
         metrics.update(naive_interval_scores(frame, validation_month, table))
     return Evaluation(month=validation_month, metrics=metrics, predictions=table)
 

@@ -167,6 +167,8 @@ class MilkForecaster:
         origins_: The training origins.
         intervals_: Optional :class:`~milkprice.model.intervals.IntervalTable` (set by the
             training run from out-of-sample residuals; saved beside the boosters).
+        aggregate_dependence_: Optional, set with ``intervals_``: the residuals' correlation
+            the bands of averages are simulated with (:mod:`milkprice.model.aggregate`).
     """
 
     def __init__(
@@ -367,6 +369,8 @@ class MilkForecaster:
             "n_training_rows": self.n_training_rows_,
             "origins": [str(o.date()) for o in self.origins_],
         }
+        if hasattr(self, "aggregate_dependence_"):
+            config["aggregate_dependence"] = float(self.aggregate_dependence_)
         (directory / _CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
         intervals: IntervalTable | None = getattr(self, "intervals_", None)
         if intervals is not None:
@@ -399,6 +403,8 @@ class MilkForecaster:
         model.feature_names_ = list(config["feature_names"])
         model.n_training_rows_ = int(config["n_training_rows"])
         model.origins_ = [pd.Timestamp(o) for o in config["origins"]]
+        if "aggregate_dependence" in config:  # absent from models saved before it existed
+            model.aggregate_dependence_ = float(config["aggregate_dependence"])
         intervals_path = directory / _INTERVALS_FILE
         if intervals_path.exists():
             model.intervals_ = IntervalTable.from_dict(json.loads(intervals_path.read_text()))

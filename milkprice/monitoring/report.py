@@ -3,7 +3,7 @@
 ``monitor/reports/YYYY-MM/accuracy.html`` (local folder or S3, through the lake's one code
 path) shows the month's summary and alerts (the same text as the Prefect markdown artifact)
 and the accuracy table of every month forecast so far. The MLflow run ``monitor-YYYY-MM``
-(tag ``kind=monitoring``) logs the month's figures as metrics and the page as an artifact, so
+(tag ``kind=monitoring``, read back by :mod:`milkprice.registry.monitoring_runs`) logs the month's figures as metrics and the page as an artifact, so
 that accuracy over time can be charted beside the training runs.
 """
 
@@ -17,6 +17,7 @@ import mlflow
 import pandas as pd
 
 from milkprice.data.lake import Lake
+from milkprice.registry.monitoring_runs import KIND_TAG, MONITORED_MONTH_TAG, MONITORING_KIND
 from milkprice.registry.tracking import configure_mlflow, mlflow_lock
 from milkprice.settings import Settings
 
@@ -82,7 +83,7 @@ def log_monitoring_run(
         mlflow.start_run(experiment_id=experiment_id, run_name=f"monitor-{month}") as run,
         tempfile.TemporaryDirectory() as folder,
     ):
-        mlflow.set_tags({"kind": "monitoring", "monitored_month": month})
+        mlflow.set_tags({KIND_TAG: MONITORING_KIND, MONITORED_MONTH_TAG: month})
         mlflow.log_metrics({**figures, "alerts": float(alerts)})
         for name, data in {"accuracy.html": page, **(pages or {})}.items():
             path = Path(folder) / name

@@ -64,6 +64,7 @@ _INTERVAL_METRICS = (
     "interval_score_95",
     "naive_interval_score_80",
     "naive_interval_score_95",
+    "aggregate_dependence",
 )
 _ROW_COLUMNS = ["lower_95", "lower_80", "upper_80", "upper_95"]
 

@@ -18,6 +18,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from milkprice.data.lake import Lake
+from milkprice.model.aggregate import aggregate_forecast, dependence_of
 from milkprice.model.features import SERIES_KEYS
 from milkprice.plots import plot_national_forecast, plot_series_forecast
 from milkprice.serving.loader import latest_cutoff, load_predictor
@@ -31,6 +32,7 @@ __all__ = [
     "ForecastResult",
     "build_forecast",
     "forecast_keys",
+    "forecast_national",
     "forecast_result",
     "forecast_summary_markdown",
     "forecast_table_rows",
@@ -139,6 +141,17 @@ def build_forecast(predictor: Predictor) -> pd.DataFrame:
     return forecast[FORECAST_TABLE_COLUMNS].reset_index(drop=True)
 
 
+def forecast_national(predictor: Predictor, forecast: pd.DataFrame) -> pd.DataFrame:
+    """The national average per Tipo x Canal and date, with its own 80/95 % intervals.
+
+    Simulated with the model's dependence between series (1.0, the widest, for models
+    trained before it was estimated): see :mod:`milkprice.model.aggregate`.
+    """
+    return aggregate_forecast(
+        forecast, ("Tipo", "Canal"), dependence=dependence_of(predictor.forecaster)
+    )
+
+
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False, compression="zstd")
@@ -171,7 +184,9 @@ def render_forecast_files(
             index=False, date_format="%Y-%m-%d", float_format="%.4f"
         ).encode(),
         keys.plots[0]: plot_national_forecast(
-            recent, forecast, f"National average per Tipo x Canal ({about})"
+            recent,
+            forecast_national(predictor, forecast),
+            f"National average per Tipo x Canal ({about})",
         ),
     }
     for key in series:
@@ -194,11 +209,14 @@ def forecast_table_rows(predictor: Predictor, forecast: pd.DataFrame) -> list[di
     """One row per Estado x Tipo (means over cities and channels), for a table artifact.
 
     Columns: ``Estado``, ``Tipo``, ``series``, ``last_price``, ``last_date`` (the last
-    forecast date), ``forecast``, ``lower_80``, ``upper_80``.
+    forecast date), ``forecast`` (the median of the state average), ``lower_80``, ``upper_80``
+    (the state average's own interval, :mod:`milkprice.model.aggregate`).
     """
     last_date = forecast["Fecha"].max()
     at_end = forecast.loc[forecast["Fecha"] == last_date]
-    ahead = at_end.groupby(["Estado", "Tipo"])[["price", "lower_80", "upper_80"]].mean()
+    ahead = aggregate_forecast(
+        at_end, ("Estado", "Tipo"), dependence=dependence_of(predictor.forecaster)
+    ).set_index(["Estado", "Tipo"])[["price", "lower_80", "upper_80"]]
     last = predictor.series.groupby(["Estado", "Tipo"])["last_price"].agg(
         last_price="mean", series="size"
     )

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 import milkprice
 from milkprice.data.lake import Lake, LakeWindow
+from milkprice.model.aggregate import dependence_of
 from milkprice.model.baseline import fit_baseline
 from milkprice.model.training import (
     MIN_TRAINING_MONTHS,
@@ -233,6 +234,8 @@ def log_and_register(
         "n_trials": outcome.tuning.n_trials,
         "training_months": len(outcome.split.training_months),
         "rows_read": len(window.frame),
+        # The served model's, what its state and national bands are simulated with.
+        "aggregate_dependence": dependence_of(outcome.forecaster),
     }
     with tempfile.TemporaryDirectory() as workdir:
         figure = plot_forecast_vs_actual(

@@ -18,7 +18,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,6 +29,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 
+from milkprice.serving.explorer import build_explorer
 from milkprice.serving.guards import (
     MAX_BODY_BYTES,
     BodySizeLimit,
@@ -110,15 +111,24 @@ class _ModelState:
         self.served: _Served | None = None
         self.unavailable = f"loading model {settings.registered_model!r}; retry in a moment"
         self.reload_error: str | None = None
+        # Run on each new predictor in the loading thread, before it is swapped in.
+        self.prepare: list[Callable[[Predictor], None]] = []
         self._lock = asyncio.Lock()
+
+    def _load(self) -> Predictor:
+        predictor = load_predictor(self.settings, self.source)
+        for prepare in self.prepare:
+            try:
+                prepare(predictor)
+            except Exception as exc:  # the model still serves /predict; retried on use
+                log.warning("preparing version %s: %s", predictor.info.version, exc)
+        return predictor
 
     async def reload(self) -> _Served | None:
         """Load the champion and the newest data in a worker thread; swap only on success."""
         async with self._lock:
             try:
-                predictor = await anyio.to_thread.run_sync(
-                    load_predictor, self.settings, self.source, abandon_on_cancel=True
-                )
+                predictor = await anyio.to_thread.run_sync(self._load, abandon_on_cancel=True)
                 fresh = _Served.of(predictor)
             except Exception as exc:  # a reload must never take the process down
                 self._failed(exc)
@@ -339,6 +349,11 @@ def create_app(settings: Settings, source: Source | None = None) -> FastAPI:
         log.info("reload took %.2fs", time.perf_counter() - started)
         return state.describe(fresh)
 
+    # The forecast explorer: the page at / and its JSON/CSV endpoints, from the same predictor,
+    # its data built before a new model is swapped in.
+    explorer = build_explorer(lambda: state.require().predictor, settings, source)
+    state.prepare.append(explorer.prepare)
+    app.include_router(explorer.router)
     return app
 
 

@@ -7,7 +7,8 @@ publication date in the lake.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import mlflow
 import pandas as pd
@@ -61,6 +62,7 @@ class RegisteredVersion:
     version: str
     validation_month: str
     run_id: str
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_version(settings: Settings, version: str | None = None) -> RegisteredVersion:
@@ -94,6 +96,7 @@ def resolve_version(settings: Settings, version: str | None = None) -> Registere
         version=str(found.version),
         validation_month=found.tags.get(VALIDATION_MONTH_TAG, ""),
         run_id=found.run_id or "",
+        tags=dict(found.tags),
     )
 
 
@@ -142,14 +145,19 @@ def load_predictor(
     model_uri = f"models:/{registered.name}/{registered.version}"
     forecaster = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().forecaster_
     metrics: dict[str, float] = {}
+    trained_at = None
     if registered.run_id:
         logged = MlflowClient(tracking_uri=settings.mlflow_tracking_uri).get_run(registered.run_id)
         metrics = {k: float(v) for k, v in logged.data.metrics.items() if k in _INFO_METRICS}
+        if logged.info.start_time:
+            trained_at = datetime.fromtimestamp(logged.info.start_time / 1000, UTC)
     info = ModelInfo(
         name=registered.name,
         version=registered.version,
         validation_month=registered.validation_month,
         run_id=registered.run_id,
         metrics=metrics,
+        trained_at=trained_at,
+        tags=registered.tags,
     )
     return Predictor(forecaster, info, history, at)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,10 @@ class ModelInfo:
     validation_month: str
     run_id: str
     metrics: dict[str, float] = field(default_factory=dict)
+    # When its training run started, and the registered version's tags (source, training
+    # months, data fingerprint, code version): what it was trained on.
+    trained_at: datetime | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -91,8 +91,9 @@ def forecast_artifacts(
         table=rows,
         key=FORECAST_TABLE_KEY,
         description=(
-            f"Forecast at {forecast['Fecha'].max().date()} per Estado x Tipo (means over cities "
-            f"and channels), model version {predictor.info.version}, cut-off "
+            f"Forecast at {forecast['Fecha'].max().date()} per Estado x Tipo (the average over "
+            "cities and channels, with its own 80% interval), model version "
+            f"{predictor.info.version}, cut-off "
             f"{predictor.cutoff.date()}"
         ),
     )
