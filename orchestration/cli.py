@@ -26,7 +26,7 @@ from milkprice.cli import (
 from milkprice.cli import main as root_callback
 from milkprice.cli_evaluation import accuracy_command, make_backtest_command
 from milkprice.settings import Source, get_settings
-from orchestration.stack import stack_app
+from stack.control import stack_app
 
 if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfill command loads it
     from milkprice.months import Month

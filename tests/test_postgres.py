@@ -9,7 +9,7 @@ import subprocess
 import psycopg2
 import pytest
 
-from orchestration.postgres import (
+from stack.postgres import (
     create_database,
     ensure_postgresql,
     find_pg_bin,

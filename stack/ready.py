@@ -54,7 +54,7 @@ def postgres_ready(port: int) -> Check:
     """Ready when the PostgreSQL server on 127.0.0.1:``port`` answers ``SELECT 1``."""
 
     def ready() -> bool:
-        from orchestration.postgres import wait_ready  # noqa: PLC0415 - psycopg2 on demand
+        from stack.postgres import wait_ready  # noqa: PLC0415 - psycopg2 on demand
 
         try:
             wait_ready(port, timeout_s=1)
