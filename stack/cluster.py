@@ -263,7 +263,7 @@ def cluster_up(
     )
     supervisor.start("mlflow")
     if demo:
-        command = [sys.executable, "-m", "orchestration.cli", "data", "demo", "--if-empty"]
+        command = [sys.executable, "-m", "milkprice_cli", "data", "demo", "--if-empty"]
         print(f"demo lake: {' '.join(run_step(supervisor, 'demo', command, step_env).split())}")
     wait_until(
         supervisor,
@@ -276,7 +276,7 @@ def cluster_up(
         watch=[f"dask-worker-{i}" for i in range(1, DASK_WORKERS + 1)],
     )
     pool = env["MILKPRICE_WORK_POOL"]
-    deploy = [sys.executable, "-m", "orchestration.cli", "deploy", "--pool", pool]
+    deploy = [sys.executable, "-m", "milkprice_cli", "deploy", "--pool", pool]
     run_step(supervisor, "deploy", deploy, step_env)
     workers = [f"prefect-{name}" for name in PREFECT_WORKERS]
     supervisor.start(*workers)

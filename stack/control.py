@@ -124,7 +124,7 @@ def _local_up(
         ),
         Program(
             "serve",
-            [sys.executable, "-m", "orchestration.cli", "serve"],
+            [sys.executable, "-m", "milkprice_cli", "serve"],
             {
                 "PREFECT_API_URL": api_url,
                 "MLFLOW_TRACKING_URI": tracking_uri,
@@ -152,7 +152,7 @@ def _local_up(
     supervisor.start_daemon({**environ, "PYTHONUNBUFFERED": "1"})
     supervisor.start(*checks)
     if demo:  # the served flow needs data to train on
-        command = [sys.executable, "-m", "orchestration.cli", "data", "demo", "--if-empty"]
+        command = [sys.executable, "-m", "milkprice_cli", "data", "demo", "--if-empty"]
         print(f"demo lake: {' '.join(run_step(supervisor, 'demo', command, environ).split())}")
     wait_until(supervisor, checks, _START_TIMEOUT_S)
     supervisor.start("serve")

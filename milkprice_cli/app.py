@@ -1,6 +1,6 @@
-"""The full ``milkprice`` command line: ``data`` (from :mod:`milkprice.cli`), ``serve``, ``backfill``.
+"""The full ``milkprice`` command line: ``data`` (from :mod:`milkprice_cli.data`), ``serve``, ``backfill``.
 
-This is the console script's target (``milkprice = "orchestration.cli:app"``): the ``data``
+This is the console script's target (``milkprice = "milkprice_cli.app:app"``): the ``data``
 commands need no orchestrator, so they live in the core's CLI and are mounted here as they are.
 Prefect is imported only by the commands that use it, so ``milkprice data ...`` stays quick.
 """
@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from milkprice.cli import (
+from milkprice.settings import Source, get_settings
+from milkprice_cli.data import (
     CliHooks,
     SourceOption,
     console,
@@ -23,9 +24,8 @@ from milkprice.cli import (
     progress_bar,
     reporting_user_errors,
 )
-from milkprice.cli import main as root_callback
-from milkprice.cli_evaluation import accuracy_command, make_backtest_command
-from milkprice.settings import Source, get_settings
+from milkprice_cli.data import main as root_callback
+from milkprice_cli.evaluation import accuracy_command, make_backtest_command
 from stack.control import stack_app
 
 if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfill command loads it
@@ -350,7 +350,3 @@ def monitor_command(
     out.print(f"monitored {result['month']}: {len(alerts)} alert(s)", soft_wrap=True)
     for alert in alerts:
         out.print(f"  {alert['kind']}: {alert['message']}", soft_wrap=True)
-
-
-if __name__ == "__main__":
-    app()
