@@ -73,7 +73,7 @@ def _backtest_on_dask(
     address: str, source: Source, first: Month, last: Month, models: tuple[str, ...]
 ) -> PublishedBacktest:
     """`backtest --dask-address`: the backtest flow with its month tasks on the cluster."""
-    from orchestration.prefect_api import use_running_server  # noqa: PLC0415
+    from orchestration.prefect_server import use_running_server  # noqa: PLC0415
 
     use_running_server()  # before Prefect is imported: the `make up` server when it runs
     from orchestration.dask_cluster import DaskUnavailableError  # noqa: PLC0415 - Prefect, Dask
@@ -128,8 +128,10 @@ def deploy_command(
     Needs a Prefect server: `make up`, or `prefect server start` and PREFECT_API_URL.
     """
     from orchestration.pool import WorkPoolTypeError, default_pool, deploy_to_pool  # noqa: PLC0415
-    from orchestration.prefect_api import use_running_server  # noqa: PLC0415
-    from orchestration.serve import PrefectApiUnavailableError  # noqa: PLC0415
+    from orchestration.prefect_server import (  # noqa: PLC0415
+        PrefectApiUnavailableError,
+        use_running_server,
+    )
 
     use_running_server()
     chosen = pool or default_pool()
@@ -221,8 +223,11 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
     from milkprice.pipeline.backfill import backfill_months  # noqa: PLC0415
     from orchestration.backfill import DeploymentNotServedError, run_backfill  # noqa: PLC0415
     from orchestration.dask_cluster import DaskUnavailableError  # noqa: PLC0415
-    from orchestration.prefect_api import use_running_server  # noqa: PLC0415
-    from orchestration.serve import PrefectApiUnavailableError, check_prefect_api  # noqa: PLC0415
+    from orchestration.prefect_server import (  # noqa: PLC0415
+        PrefectApiUnavailableError,
+        check_prefect_api,
+        use_running_server,
+    )
 
     use_running_server()  # the `make up` server when it runs, instead of a temporary one
     out = console()

@@ -34,6 +34,7 @@ from typing import Annotated
 
 import typer
 
+from milkprice.settings import STACK_FILE
 from stack.ready import deployment_polled, http_ok
 from stack.supervisor import (
     Program,
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 STACKS = ("local", "cluster")
-STACK_FILE = "stack.json"
+
 _HOST = "127.0.0.1"
 _BIN = Path(sys.executable).parent
 _START_TIMEOUT_S = 240.0

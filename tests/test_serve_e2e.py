@@ -25,7 +25,7 @@ from conftest import (
     wait_flow_run_final,
 )
 
-from orchestration.serve import PrefectApiUnavailableError, check_prefect_api
+from orchestration.prefect_server import PrefectApiUnavailableError, check_prefect_api
 
 pytestmark = pytest.mark.e2e
 
