@@ -84,13 +84,13 @@ STACK ?= local
 .PHONY: up down status
 up: .venv  ## Start the stack in the background (STACK=local, the default, or STACK=cluster)
 	@case "$(STACK)" in local|cluster) ;; *) echo "make up: STACK must be local or cluster, not '$(STACK)'" >&2; exit 2;; esac
-	$(BIN)/python -m orchestration.stack up $(if $(filter cluster,$(STACK)),--cluster)
+	$(BIN)/python -m stack up $(if $(filter cluster,$(STACK)),--cluster)
 
 down:  ## Stop exactly what `make up` started (supervisord shutdown, nothing left behind)
-	$(BIN)/python -m orchestration.stack down
+	$(BIN)/python -m stack down
 
 status:  ## Show the stack's programs (supervisorctl status) and addresses
-	$(BIN)/python -m orchestration.stack status
+	$(BIN)/python -m stack status
 
 clean:  ## Remove caches and build output (keeps .venv and the data/ lake)
 	rm -rf build dist .pytest_cache .ruff_cache *.egg-info

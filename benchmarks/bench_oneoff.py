@@ -10,7 +10,7 @@ migrated MLflow SQLite store:
   with no ``PREFECT_API_URL`` and no stack: Prefect starts its temporary server;
 - ``flow_running_server``: the same command with a ``.state/stack.json`` naming a running
   ``prefect server start`` (what ``make up`` writes): the run reuses it
-  (:mod:`orchestration.prefect_api`).
+  (:mod:`orchestration.prefect_server`).
 
 Prints the medians and their ratios to ``plain``; writes ``benchmarks/results/oneoff.json``.
 """

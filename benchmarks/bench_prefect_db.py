@@ -1,7 +1,7 @@
 """Prefect overhead per flow run: a server on PostgreSQL vs one on SQLite, in one process.
 
 Run: ``.venv/bin/python benchmarks/bench_prefect_db.py [--runs N]``. Starts a private PostgreSQL
-cluster (:mod:`orchestration.postgres`, as ``make up STACK=cluster`` does) and two real
+cluster (:mod:`stack.postgres`, as ``make up STACK=cluster`` does) and two real
 ``prefect server`` processes on free loopback ports, one on SQLite (the local stack) and one on
 PostgreSQL (the cluster stack). Then, in this process, a trivial flow (one task returning a
 number) runs ``N`` times against each server, in alternating blocks so that a change of machine
@@ -49,7 +49,7 @@ def _wait_http(url: str, log: Path, timeout_s: float = 240) -> None:
 
 
 def start_postgres(base: Path) -> tuple[subprocess.Popen[bytes], int]:
-    from orchestration import postgres  # noqa: PLC0415
+    from stack import postgres  # noqa: PLC0415
 
     postgres.ensure_postgresql()
     postgres.owned_dir(base)
@@ -156,7 +156,7 @@ def main() -> int:
     try:
         pg, pg_port = start_postgres(work / "postgres")
         started.append((pg, signal.SIGINT))  # PostgreSQL's fast shutdown
-        from orchestration.postgres import url  # noqa: PLC0415
+        from stack.postgres import url  # noqa: PLC0415
 
         servers = {}
         for name, database in (

@@ -12,7 +12,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "Source", "get_settings"]
+__all__ = ["STACK_FILE", "Settings", "Source", "get_settings"]
+
+# The file in the state folder (STATE_DIR) where `make up` records its stack; read by one-off
+# runs to reuse its Prefect server.
+STACK_FILE = "stack.json"
 
 Source = Literal["local", "s3"]
 

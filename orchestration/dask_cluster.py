@@ -26,7 +26,7 @@ class DaskUnavailableError(RuntimeError):
 def _check_prefect_api() -> str:
     from prefect.settings import get_current_settings  # noqa: PLC0415
 
-    from orchestration.serve import PrefectApiUnavailableError, check_prefect_api  # noqa: PLC0415
+    from orchestration.prefect_server import PrefectApiUnavailableError, check_prefect_api  # noqa: PLC0415
 
     api_url = get_current_settings().api.url
     if not api_url:

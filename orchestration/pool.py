@@ -17,7 +17,8 @@ git clone, image or storage block. The worker's environment (``PREFECT_API_URL``
 from __future__ import annotations
 
 from milkprice.settings import get_settings
-from orchestration.serve import POOL_DEPLOYMENTS, check_prefect_api
+from orchestration.prefect_server import check_prefect_api
+from orchestration.serve import POOL_DEPLOYMENTS
 
 __all__ = ["POOL_TYPE", "WorkPoolTypeError", "default_pool", "deploy_to_pool", "ensure_work_pool"]
 

@@ -15,8 +15,6 @@ schedules never fire. :func:`check_prefect_api` refuses that before anything is 
 from __future__ import annotations
 
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,6 +26,7 @@ from orchestration.flows.backfill_flow import backfill
 from orchestration.flows.forecast_flow import forecast
 from orchestration.flows.main_flow import main
 from orchestration.flows.monitor_flow import monitor
+from orchestration.prefect_server import PrefectApiUnavailableError, check_prefect_api
 from orchestration.tasks.monitoring import ACCURACY_ALERT_EVENT, DATA_INGESTED_EVENT
 from orchestration.tasks.training import CHAMPION_PROMOTED_EVENT
 
@@ -43,9 +42,7 @@ __all__ = [
     "POOL_DEPLOYMENTS",
     "TRAIN_MILK_MODEL",
     "DeploymentBuilder",
-    "PrefectApiUnavailableError",
     "backfill_months_deployment",
-    "check_prefect_api",
     "daily_forecast_deployment",
     "daily_test_deployment",
     "monthly_monitor_deployment",
@@ -60,7 +57,6 @@ DAILY_TEST = "daily-test"
 DAILY_FORECAST = "daily-forecast"
 MONTHLY_MONITOR = "monthly-monitor"
 BACKFILL_MONTHS = "backfill-months"
-_HEALTH_TIMEOUT_S = 5.0
 # One run at a time per deployment of the serving process: one machine, and the forecast and
 # monitor runs write the same files. In a work pool the training runs may go side by side on
 # several workers (the registry lock makes their promotions safe): how many at once is the
@@ -86,16 +82,6 @@ _MONTH_FROM_EVENT = {
     "year": "{{ event.payload.year }}",
     "month": "{{ event.payload.month }}",
 }
-
-_HOW_TO_START = (
-    "Start one with `make up` (Prefect server, MLflow UI and `milkprice serve` in the "
-    "background), or run `prefect server start` in another terminal and "
-    "`export PREFECT_API_URL=http://127.0.0.1:4200/api` before serving."
-)
-
-
-class PrefectApiUnavailableError(RuntimeError):
-    """No Prefect server to serve into: the message says how to start one."""
 
 
 def train_milk_model_deployment(*, pooled: bool = False) -> RunnerDeployment:
@@ -216,37 +202,6 @@ DEPLOYMENTS: list[DeploymentBuilder] = [
 POOL_DEPLOYMENTS: list[DeploymentBuilder] = [
     build for build in DEPLOYMENTS if build is not daily_test_deployment
 ]
-
-
-def check_prefect_api(api_url: str | None, timeout_s: float = _HEALTH_TIMEOUT_S) -> str:
-    """Return ``api_url`` if a Prefect server answers ``GET {api_url}/health``.
-
-    Raises:
-        PrefectApiUnavailableError: ``api_url`` is unset or the server does not answer; the
-            message says how to start one.
-    """
-    if not api_url:
-        raise PrefectApiUnavailableError(
-            "PREFECT_API_URL is not set, so Prefect would serve into a temporary server with no "
-            f"scheduler and no UI, where schedules never fire. {_HOW_TO_START}"
-        )
-    health = f"{api_url.rstrip('/')}/health"
-    try:
-        with urllib.request.urlopen(health, timeout=timeout_s) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (OSError, ValueError) as exc:
-        raise PrefectApiUnavailableError(
-            f"no Prefect server answers at PREFECT_API_URL={api_url} ({health}: {exc}). "
-            f"{_HOW_TO_START}"
-        ) from exc
-    if status != 200:
-        raise PrefectApiUnavailableError(
-            f"the Prefect server at PREFECT_API_URL={api_url} is not healthy ({health} answered "
-            f"HTTP {status}). {_HOW_TO_START}"
-        )
-    return api_url
 
 
 def _configured_api_url() -> str | None:

@@ -20,7 +20,7 @@ from milkprice.pipeline.training_run import (
 from milkprice.settings import get_settings
 from orchestration import disable_telemetry
 from orchestration.flows.main_flow import main
-from orchestration.prefect_api import use_running_server
+from orchestration.prefect_server import use_running_server
 
 __all__ = ["run_cli"]
 

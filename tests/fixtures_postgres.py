@@ -1,6 +1,6 @@
 """A private PostgreSQL cluster on loopback (initdb in a temporary folder).
 
-Built with the project's own :mod:`orchestration.postgres`, as ``make up STACK=cluster`` does:
+Built with the project's own :mod:`stack.postgres`, as ``make up STACK=cluster`` does:
 the Debian package is installed when missing, the cluster runs as the ``postgres`` OS user when
 the tests run as root, and the server is stopped and its folder removed at the end.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port, system_packages_lock
 
-from orchestration.postgres import (
+from stack.postgres import (
     STOP_SIGNAL,
     ensure_postgresql,
     init_cluster,

@@ -191,7 +191,7 @@ def _backfill_flow_runs(api_url: str) -> list[dict]:
 
 def _cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "orchestration.cli", "backfill", *args],
+        [sys.executable, "-m", "milkprice_cli", "backfill", *args],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -250,9 +250,7 @@ def test_backfill_via_deployment_is_run_by_the_serving_process(prefect_server, t
     env = training_env(tmp_path, prefect_server)
     since = time.time()
     log = tmp_path / "serve.log"
-    process = start_background(
-        [sys.executable, "-m", "orchestration.cli", "serve"], env, tmp_path, log
-    )
+    process = start_background([sys.executable, "-m", "milkprice_cli", "serve"], env, tmp_path, log)
     try:
         wait_deployment_polled(prefect_server, TRAIN, since)
         deployment_id = http_json(f"{prefect_server}/deployments/name/{TRAIN}")["id"]

@@ -41,7 +41,7 @@ def _executed_keys(address: str) -> dict[str, list[str]]:
 
 def _backfill(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestration.cli", "backfill", *args],
+        [sys.executable, "-m", "milkprice_cli", "backfill", *args],
         env=env,
         cwd=cwd,
         capture_output=True,

@@ -80,9 +80,7 @@ def test_backfill_deployment_runs_each_month_on_train_milk_model(prefect_server,
     since = time.time()
     since_iso = datetime.fromtimestamp(since, UTC).isoformat().replace("+00:00", "Z")
     log = tmp_path / "serve.log"
-    process = start_background(
-        [sys.executable, "-m", "orchestration.cli", "serve"], env, tmp_path, log
-    )
+    process = start_background([sys.executable, "-m", "milkprice_cli", "serve"], env, tmp_path, log)
     try:
         wait_deployment_polled(prefect_server, TRAIN, since)
         deployment = wait_deployment_polled(prefect_server, BACKFILL, since)

@@ -47,14 +47,14 @@ from bad_inputs_world import (
 from conftest import free_port, start_background, stop_process_group, training_env, wait_for_http
 from fastapi.testclient import TestClient
 
-from milkprice.cli import app as core_app
 from milkprice.data.demo import write_demo_lake
 from milkprice.data.lake import Lake
 from milkprice.months import Month
 from milkprice.pipeline.training_run import run_training
 from milkprice.serving.api import create_app
 from milkprice.settings import get_settings
-from orchestration.cli import app as full_app
+from milkprice_cli.app import app as full_app
+from milkprice_cli.data import app as core_app
 from orchestration.flows.forecast_flow import forecast
 from orchestration.flows.main_flow import main as training_flow
 from orchestration.flows.monitor_flow import monitor

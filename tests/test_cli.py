@@ -11,11 +11,11 @@ import pytest
 from sniim_workbook import write_leche_workbook
 from typer.testing import CliRunner
 
-from milkprice.cli import app
 from milkprice.data.demo import generate_demo_frame, write_demo_lake
 from milkprice.data.lake import Lake
 from milkprice.months import Month
 from milkprice.settings import get_settings
+from milkprice_cli.data import app
 
 runner = CliRunner()
 

@@ -43,7 +43,7 @@ WORKERS = {"worker-1", "worker-2"}
 
 def _stack(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "orchestration.stack", *args],
+        [sys.executable, "-m", "stack", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -166,7 +166,7 @@ def _completed_training_runs(info: dict) -> list[dict]:
 def _artifact_keys() -> list[str]:
     import boto3
 
-    from orchestration.stack_cluster import ARTIFACTS_BUCKET
+    from stack.cluster import ARTIFACTS_BUCKET
 
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     keys = []

@@ -41,7 +41,7 @@ MODEL = "milk-price-model"
 
 def _serve(env: dict[str, str], cwd: Path, api_url: str, log: Path):
     since = time.time()
-    process = start_background([sys.executable, "-m", "orchestration.cli", "serve"], env, cwd, log)
+    process = start_background([sys.executable, "-m", "milkprice_cli", "serve"], env, cwd, log)
     try:
         wait_deployment_polled(api_url, TRAIN, since)
     except BaseException:

@@ -59,9 +59,7 @@ def test_promotion_triggers_a_forecast_run(prefect_server, tmp_path):
     env = training_env(tmp_path, prefect_server)
     since = time.time()
     log = tmp_path / "serve.log"
-    process = start_background(
-        [sys.executable, "-m", "orchestration.cli", "serve"], env, tmp_path, log
-    )
+    process = start_background([sys.executable, "-m", "milkprice_cli", "serve"], env, tmp_path, log)
     try:
         wait_deployment_polled(prefect_server, TRAIN, since)
         deployment = wait_deployment_polled(prefect_server, FORECAST, since)

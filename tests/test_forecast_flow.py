@@ -20,7 +20,7 @@ from milkprice.months import Month
 from milkprice.pipeline.forecast_run import FORECAST_TABLE_COLUMNS, forecast_keys
 from milkprice.pipeline.training_run import run_training
 from milkprice.settings import get_settings
-from orchestration.cli import app
+from milkprice_cli.app import app
 from orchestration.flows.forecast_flow import forecast
 from orchestration.tasks.forecasting import FORECAST_SUMMARY_KEY, FORECAST_TABLE_KEY
 

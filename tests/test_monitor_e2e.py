@@ -57,7 +57,7 @@ def _ingest(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[
         small_frame(["2025-04-02", "2025-04-04"]), tmp_path / "leche.xlsx"
     )
     return subprocess.run(
-        [sys.executable, "-m", "orchestration.cli", "data", "ingest", str(workbook)],
+        [sys.executable, "-m", "milkprice_cli", "data", "ingest", str(workbook)],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -80,9 +80,7 @@ def test_ingest_triggers_monitoring_and_an_alert_triggers_retraining(prefect_ser
     env["MILKPRICE_RETRAIN_ON_ALERT"] = "true"
     since = time.time()
     log = tmp_path / "serve.log"
-    process = start_background(
-        [sys.executable, "-m", "orchestration.cli", "serve"], env, tmp_path, log
-    )
+    process = start_background([sys.executable, "-m", "milkprice_cli", "serve"], env, tmp_path, log)
     try:
         monitor = wait_deployment_polled(prefect_server, MONITOR, since)
         train = wait_deployment_polled(prefect_server, TRAIN, since)

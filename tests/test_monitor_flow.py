@@ -21,7 +21,7 @@ from milkprice.months import Month
 from milkprice.pipeline.forecast_run import run_forecast
 from milkprice.pipeline.training_run import run_training
 from milkprice.settings import get_settings
-from orchestration.cli import app
+from milkprice_cli.app import app
 from orchestration.flows.monitor_flow import monitor
 from orchestration.tasks.monitoring import MONITOR_SUMMARY_KEY, MONITOR_TABLE_KEY
 

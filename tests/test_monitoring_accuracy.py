@@ -132,7 +132,7 @@ def test_accuracy_command_prints_the_table(tmp_path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
     from milkprice.months import Month
-    from orchestration.cli import app
+    from milkprice_cli.app import app
 
     lake = Lake(str(tmp_path / "lake"))
     prices = _prices()

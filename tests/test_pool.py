@@ -70,7 +70,7 @@ def deployed_pool(prefect_server: str, tmp_path: Path) -> Iterator[tuple[str, di
     env = training_env(tmp_path, prefect_server)
     try:
         result = _run(
-            [sys.executable, "-m", "orchestration.cli", "deploy", "--pool", pool], env, tmp_path
+            [sys.executable, "-m", "milkprice_cli", "deploy", "--pool", pool], env, tmp_path
         )
         assert result.returncode == 0, result.stdout + result.stderr
         for name in EXPECTED:

@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 from conftest import system_packages_lock
 
-from orchestration.postgres import (
+from stack.postgres import (
     create_database,
     ensure_postgresql,
     find_pg_bin,

@@ -30,7 +30,7 @@ from mlflow import MlflowClient
 from milkprice.months import Month
 from milkprice.registry.locks import LOCK_SUFFIX, lease_lock, mlflow_lock, store_kind
 from milkprice.registry.promotion import CHAMPION_ALIAS
-from orchestration.postgres import create_database, url
+from stack.postgres import create_database, url
 
 MODEL = "milk-price-model"
 EXPERIMENT = "milk-price-concurrency"

@@ -25,7 +25,7 @@ from conftest import (
     wait_flow_run_final,
 )
 
-from orchestration.serve import PrefectApiUnavailableError, check_prefect_api
+from orchestration.prefect_server import PrefectApiUnavailableError, check_prefect_api
 
 pytestmark = pytest.mark.e2e
 
@@ -100,7 +100,7 @@ def test_check_prefect_api_refuses_unset_and_unreachable(prefect_server):
 
 def test_serve_without_prefect_api_url_fails_with_advice(tmp_path):
     env = _no_server_env(tmp_path, None)
-    result = _run([sys.executable, "-m", "orchestration.cli", "serve"], env, tmp_path)
+    result = _run([sys.executable, "-m", "milkprice_cli", "serve"], env, tmp_path)
     assert result.returncode != 0
     assert "make up" in result.stderr and "PREFECT_API_URL" in result.stderr, result.stderr
 
@@ -145,12 +145,12 @@ def test_bare_main_flow_script_serves_train_milk_model(prefect_server, stack_env
 
 @pytest.fixture(scope="module")
 def milkprice_serve(prefect_server, stack_env, tmp_path_factory) -> Iterator[Path]:
-    """`milkprice serve` (python -m orchestration.cli serve) for this module; yields its log."""
+    """`milkprice serve` (python -m milkprice_cli serve) for this module; yields its log."""
     cwd = tmp_path_factory.mktemp("milkprice-serve")
     since = time.time()
     log = cwd / "serve.log"
     process = start_background(
-        [sys.executable, "-m", "orchestration.cli", "serve"], stack_env, cwd, log
+        [sys.executable, "-m", "milkprice_cli", "serve"], stack_env, cwd, log
     )
     try:
         wait_deployment_polled(prefect_server, TRAIN, since)

@@ -51,7 +51,7 @@ def _supervisorctl(conf: Path, *args: str) -> subprocess.CompletedProcess:
 def test_generated_config_reads_back_through_supervisords_own_parser(tmp_path):
     from supervisor.options import ServerOptions
 
-    from orchestration.stack_supervisor import Program, Supervisor, SupervisorError
+    from stack.supervisor import Program, Supervisor, SupervisorError
 
     supervisor = Supervisor(tmp_path, "local")
     program = Program(

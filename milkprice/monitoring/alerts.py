@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 import pandas as pd
+import tenacity
 from mlflow import MlflowClient
 from pydantic import SecretStr
 
@@ -225,6 +225,32 @@ def webhook_payload(alerts: list[Alert]) -> dict[str, Any]:
     return {"text": "\n".join(lines), "alerts": [a.to_dict() for a in alerts]}
 
 
+class _UndeliveredError(Exception):
+    """The webhook did not take the message; ``outcome`` says why (never the URL)."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+class _RetryableError(_UndeliveredError):
+    """A 429/5xx answer or a timeout: worth another send."""
+
+
+def _send_once(transport: httpx.HTTPTransport, request: httpx.Request) -> None:
+    """One POST; raises :class:`_RetryableError` or :class:`_UndeliveredError` unless a 2xx answers."""
+    try:
+        response = transport.handle_request(request)
+        response.read()
+        response.close()
+    except httpx.TimeoutException as exc:
+        raise _RetryableError(type(exc).__name__) from exc
+    if response.is_success:
+        return
+    outcome = f"HTTP {response.status_code}"
+    raise (_RetryableError if response.status_code in _RETRY_STATUS else _UndeliveredError)(outcome)
+
+
 def send_alerts(
     alerts: list[Alert],
     webhook: SecretStr | None,
@@ -254,27 +280,22 @@ def send_alerts(
             "alert webhook not sent: MILKPRICE_ALERT_WEBHOOK is invalid (%s)", type(exc).__name__
         )
         return False
-    outcome = "no attempt"
-    # The transport, not httpx.Client: the client logs every request's full URL at INFO level.
-    with httpx.HTTPTransport(retries=_CONNECT_RETRIES) as transport:
-        for attempt in range(1, max(1, attempts) + 1):
-            try:
-                response = transport.handle_request(request)
-                response.read()
-                response.close()
-            except httpx.TimeoutException as exc:
-                outcome = type(exc).__name__
-            except Exception as exc:
-                outcome = type(exc).__name__
-                break
-            else:
-                if response.is_success:
-                    return True
-                outcome = f"HTTP {response.status_code}"
-                if response.status_code not in _RETRY_STATUS:
-                    break
-            if attempt < attempts:
-                time.sleep(backoff_s * 2 ** (attempt - 1))
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(_RetryableError),
+        stop=tenacity.stop_after_attempt(max(1, attempts)),
+        wait=tenacity.wait_exponential(multiplier=backoff_s, exp_base=2),
+        reraise=True,
+    )
+    try:
+        # The transport, not httpx.Client: the client logs every request's full URL at INFO.
+        with httpx.HTTPTransport(retries=_CONNECT_RETRIES) as transport:
+            retrying(_send_once, transport, request)
+    except _UndeliveredError as exc:
+        outcome = exc.outcome
+    except Exception as exc:  # refused after the transport's retries, a broken URL, ...
+        outcome = type(exc).__name__
+    else:
+        return True
     logger.warning(
         "alert webhook not delivered (%s); %d alert(s) not sent: %s",
         outcome,

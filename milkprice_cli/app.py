@@ -1,6 +1,6 @@
-"""The full ``milkprice`` command line: ``data`` (from :mod:`milkprice.cli`), ``serve``, ``backfill``.
+"""The full ``milkprice`` command line: ``data`` (from :mod:`milkprice_cli.data`), ``serve``, ``backfill``.
 
-This is the console script's target (``milkprice = "orchestration.cli:app"``): the ``data``
+This is the console script's target (``milkprice = "milkprice_cli.app:app"``): the ``data``
 commands need no orchestrator, so they live in the core's CLI and are mounted here as they are.
 Prefect is imported only by the commands that use it, so ``milkprice data ...`` stays quick.
 """
@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from milkprice.cli import (
+from milkprice.settings import Source, get_settings
+from milkprice_cli.data import (
     CliHooks,
     SourceOption,
     console,
@@ -23,10 +24,9 @@ from milkprice.cli import (
     progress_bar,
     reporting_user_errors,
 )
-from milkprice.cli import main as root_callback
-from milkprice.cli_evaluation import accuracy_command, make_backtest_command
-from milkprice.settings import Source, get_settings
-from orchestration.stack import stack_app
+from milkprice_cli.data import main as root_callback
+from milkprice_cli.evaluation import accuracy_command, make_backtest_command
+from stack.control import stack_app
 
 if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfill command loads it
     from milkprice.months import Month
@@ -73,7 +73,7 @@ def _backtest_on_dask(
     address: str, source: Source, first: Month, last: Month, models: tuple[str, ...]
 ) -> PublishedBacktest:
     """`backtest --dask-address`: the backtest flow with its month tasks on the cluster."""
-    from orchestration.prefect_api import use_running_server  # noqa: PLC0415
+    from orchestration.prefect_server import use_running_server  # noqa: PLC0415
 
     use_running_server()  # before Prefect is imported: the `make up` server when it runs
     from orchestration.dask_cluster import DaskUnavailableError  # noqa: PLC0415 - Prefect, Dask
@@ -128,8 +128,10 @@ def deploy_command(
     Needs a Prefect server: `make up`, or `prefect server start` and PREFECT_API_URL.
     """
     from orchestration.pool import WorkPoolTypeError, default_pool, deploy_to_pool  # noqa: PLC0415
-    from orchestration.prefect_api import use_running_server  # noqa: PLC0415
-    from orchestration.serve import PrefectApiUnavailableError  # noqa: PLC0415
+    from orchestration.prefect_server import (  # noqa: PLC0415
+        PrefectApiUnavailableError,
+        use_running_server,
+    )
 
     use_running_server()
     chosen = pool or default_pool()
@@ -221,8 +223,11 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
     from milkprice.pipeline.backfill import backfill_months  # noqa: PLC0415
     from orchestration.backfill import DeploymentNotServedError, run_backfill  # noqa: PLC0415
     from orchestration.dask_cluster import DaskUnavailableError  # noqa: PLC0415
-    from orchestration.prefect_api import use_running_server  # noqa: PLC0415
-    from orchestration.serve import PrefectApiUnavailableError, check_prefect_api  # noqa: PLC0415
+    from orchestration.prefect_server import (  # noqa: PLC0415
+        PrefectApiUnavailableError,
+        check_prefect_api,
+        use_running_server,
+    )
 
     use_running_server()  # the `make up` server when it runs, instead of a temporary one
     out = console()
@@ -350,7 +355,3 @@ def monitor_command(
     out.print(f"monitored {result['month']}: {len(alerts)} alert(s)", soft_wrap=True)
     for alert in alerts:
         out.print(f"  {alert['kind']}: {alert['message']}", soft_wrap=True)
-
-
-if __name__ == "__main__":
-    app()

@@ -13,15 +13,33 @@ from __future__ import annotations
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["STACK_FILE", "api_is_healthy", "stack_api_url", "use_running_server"]
+import httpx
 
-STACK_FILE = "stack.json"
+from milkprice.settings import STACK_FILE
+
+__all__ = [
+    "STACK_FILE",
+    "PrefectApiUnavailableError",
+    "api_is_healthy",
+    "check_prefect_api",
+    "stack_api_url",
+    "use_running_server",
+]
+
 _HEALTH_TIMEOUT_S = 2.0
+_CHECK_TIMEOUT_S = 5.0
+_HOW_TO_START = (
+    "Start one with `make up` (Prefect server, MLflow UI and `milkprice serve` in the "
+    "background), or run `prefect server start` in another terminal and "
+    "`export PREFECT_API_URL=http://127.0.0.1:4200/api` before serving."
+)
+
+
+class PrefectApiUnavailableError(RuntimeError):
+    """No Prefect server to serve into: the message says how to start one."""
 
 
 def _state_dir() -> Path:
@@ -39,12 +57,20 @@ def stack_api_url(state_dir: Path | None = None) -> str | None:
     return url.rstrip("/") if isinstance(url, str) and url.startswith("http") else None
 
 
+def _health_status(api_url: str, timeout_s: float) -> int:
+    """The HTTP status of ``GET <api_url>/health``: the one health check of the shell.
+
+    Raises:
+        httpx.HTTPError: nothing answers (refused, timeout); ValueError: a malformed URL.
+    """
+    return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout_s).status_code
+
+
 def api_is_healthy(api_url: str, timeout_s: float = _HEALTH_TIMEOUT_S) -> bool:
     """Whether ``<api_url>/health`` answers 200 now."""
     try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout_s) as response:
-            return response.status == 200
-    except (OSError, ValueError):  # URLError, refused, timeout, a malformed URL
+        return _health_status(api_url, timeout_s) == 200
+    except (httpx.HTTPError, ValueError):  # refused, timeout, a malformed URL
         return False
 
 
@@ -88,3 +114,31 @@ def use_running_server(
     line = f"Using the running Prefect server at {url} (from {STACK_FILE}; `make down` stops it)"
     (echo or (lambda text: print(text, file=sys.stderr)))(line)
     return url
+
+
+def check_prefect_api(api_url: str | None, timeout_s: float = _CHECK_TIMEOUT_S) -> str:
+    """Return ``api_url`` if a Prefect server answers ``GET {api_url}/health``.
+
+    Raises:
+        PrefectApiUnavailableError: ``api_url`` is unset or the server does not answer; the
+            message says how to start one.
+    """
+    if not api_url:
+        raise PrefectApiUnavailableError(
+            "PREFECT_API_URL is not set, so Prefect would serve into a temporary server with no "
+            f"scheduler and no UI, where schedules never fire. {_HOW_TO_START}"
+        )
+    health = f"{api_url.rstrip('/')}/health"
+    try:
+        status = _health_status(api_url, timeout_s)
+    except (httpx.HTTPError, ValueError) as exc:
+        raise PrefectApiUnavailableError(
+            f"no Prefect server answers at PREFECT_API_URL={api_url} ({health}: {exc}). "
+            f"{_HOW_TO_START}"
+        ) from exc
+    if status != 200:
+        raise PrefectApiUnavailableError(
+            f"the Prefect server at PREFECT_API_URL={api_url} is not healthy ({health} answered "
+            f"HTTP {status}). {_HOW_TO_START}"
+        )
+    return api_url

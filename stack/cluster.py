@@ -30,13 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from milkprice.settings import get_settings
-from orchestration.stack_ready import (
+from stack.ready import (
     dask_workers,
     http_ok,
     pool_workers_online,
     postgres_ready,
 )
-from orchestration.stack_supervisor import Program, Supervisor, run_step, wait_until
+from stack.supervisor import Program, Supervisor, run_step, wait_until
 
 __all__ = ["ARTIFACTS_BUCKET", "PREFECT_WORKERS", "ClusterPorts", "cluster_up"]
 
@@ -86,7 +86,7 @@ def _mlflow_db(ports: ClusterPorts) -> str:
 
     SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, which is not installed.
     """
-    from orchestration.postgres import url  # noqa: PLC0415
+    from stack.postgres import url  # noqa: PLC0415
 
     return url(ports.postgres, "mlflow", "postgresql+psycopg2")
 
@@ -112,7 +112,7 @@ def client_env(ports: ClusterPorts, bucket: str, pool: str) -> dict[str, str]:
 def _programs(
     supervisor: Supervisor, ports: ClusterPorts, env: Mapping[str, str], pg_dirs: tuple[Path, Path]
 ) -> list[Program]:
-    from orchestration import postgres  # noqa: PLC0415 - psycopg2, the [cluster] extra
+    from stack import postgres  # noqa: PLC0415 - psycopg2, the [cluster] extra
 
     data_dir, socket_dir = pg_dirs
     home = supervisor.state_dir / "cluster"
@@ -226,7 +226,7 @@ def cluster_up(
     Returns the stack's description for ``stack.json``: URLs, ports and the environment a user
     (or another machine's worker) needs. The caller shuts supervisord down on failure.
     """
-    from orchestration import postgres  # noqa: PLC0415
+    from stack import postgres  # noqa: PLC0415
 
     settings = get_settings()
     ports = ClusterPorts.choose()
@@ -263,7 +263,7 @@ def cluster_up(
     )
     supervisor.start("mlflow")
     if demo:
-        command = [sys.executable, "-m", "orchestration.cli", "data", "demo", "--if-empty"]
+        command = [sys.executable, "-m", "milkprice_cli", "data", "demo", "--if-empty"]
         print(f"demo lake: {' '.join(run_step(supervisor, 'demo', command, step_env).split())}")
     wait_until(
         supervisor,
@@ -276,7 +276,7 @@ def cluster_up(
         watch=[f"dask-worker-{i}" for i in range(1, DASK_WORKERS + 1)],
     )
     pool = env["MILKPRICE_WORK_POOL"]
-    deploy = [sys.executable, "-m", "orchestration.cli", "deploy", "--pool", pool]
+    deploy = [sys.executable, "-m", "milkprice_cli", "deploy", "--pool", pool]
     run_step(supervisor, "deploy", deploy, step_env)
     workers = [f"prefect-{name}" for name in PREFECT_WORKERS]
     supervisor.start(*workers)

@@ -8,11 +8,10 @@ has polled its deployment.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import datetime
+
+import httpx
 
 __all__ = [
     "Check",
@@ -28,12 +27,15 @@ _TIMEOUT_S = 3
 
 
 def _get_json(url: str, body: object | None = None) -> object | None:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    """The JSON answer of ``GET url`` (``POST`` with ``body``), or None when nothing answers."""
     try:
-        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:  # loopback
-            return json.loads(response.read() or b"null")
-    except (OSError, ValueError):
+        if body is None:
+            response = httpx.get(url, timeout=_TIMEOUT_S)  # loopback
+        else:
+            response = httpx.post(url, json=body, timeout=_TIMEOUT_S)
+        response.raise_for_status()
+        return response.json() if response.content else None
+    except (httpx.HTTPError, ValueError):
         return None
 
 
@@ -42,9 +44,8 @@ def http_ok(url: str) -> Check:
 
     def ready() -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
-                return response.status == 200
-        except (OSError, ValueError):
+            return httpx.get(url, timeout=_TIMEOUT_S).status_code == 200
+        except (httpx.HTTPError, ValueError):
             return False
 
     return ready
@@ -54,7 +55,7 @@ def postgres_ready(port: int) -> Check:
     """Ready when the PostgreSQL server on 127.0.0.1:``port`` answers ``SELECT 1``."""
 
     def ready() -> bool:
-        from orchestration.postgres import wait_ready  # noqa: PLC0415 - psycopg2 on demand
+        from stack.postgres import wait_ready  # noqa: PLC0415 - psycopg2 on demand
 
         try:
             wait_ready(port, timeout_s=1)

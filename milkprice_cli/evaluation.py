@@ -2,7 +2,7 @@
 
 Neither needs an orchestrator (the backtest trains in this process or a process pool; the
 accuracy report reads stored forecasts), so they live in the core; the console script
-(:mod:`orchestration.cli`) mounts them beside the Prefect commands, giving ``backtest`` its
+(:mod:`milkprice_cli.app`) mounts them beside the Prefect commands, giving ``backtest`` its
 Dask runner (:func:`make_backtest_command`), which lives in ``orchestration/``.
 """
 
@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from milkprice.cli import (
+from milkprice.data.lake import Lake
+from milkprice.months import Month, month_range
+from milkprice.settings import Source, get_settings
+from milkprice_cli.data import (
     SourceOption,
     console,
     fail,
@@ -22,9 +25,6 @@ from milkprice.cli import (
     progress_bar,
     reporting_user_errors,
 )
-from milkprice.data.lake import Lake
-from milkprice.months import Month, month_range
-from milkprice.settings import Source, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd

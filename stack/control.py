@@ -1,17 +1,17 @@
 """``make up`` / ``make down``: the background stacks, run by supervisord.
 
-``milkprice stack up`` (``python -m orchestration.stack up``, ``make up``) starts the local
+``milkprice stack up`` (``python -m stack up``, ``make up``) starts the local
 stack: a Prefect server (SQLite under ``<state>/prefect``), the MLflow UI and ``milkprice
 serve``, on 127.0.0.1 ports ``PREFECT_PORT`` (4200) and ``MLFLOW_PORT`` (5000), and fills an
 empty lake with the demo data. ``up --cluster`` (``make up STACK=cluster``) starts the cluster
-stack of :mod:`orchestration.stack_cluster` (PostgreSQL, S3, Prefect and MLflow servers, a Dask
+stack of :mod:`stack.cluster` (PostgreSQL, S3, Prefect and MLflow servers, a Dask
 cluster and two Prefect workers on a work pool) on free ports.
 
-Each stack is one supervisord (:mod:`orchestration.stack_supervisor`) with its generated config
+Each stack is one supervisord (:mod:`stack.supervisor`) with its generated config
 ``<state>/supervisord-<stack>.conf``, its socket and pid file in the state folder (``STATE_DIR``,
 default ``.state``) and every log under ``<state>/logs/``. supervisord starts, stops and
 restarts the processes; milkprice keeps only its own readiness checks
-(:mod:`orchestration.stack_ready`) and the order of the steps. Look at a running stack with
+(:mod:`stack.ready`) and the order of the steps. Look at a running stack with
 ``milkprice stack status`` or supervisord's own tools::
 
     supervisorctl -c .state/supervisord-local.conf status
@@ -34,8 +34,9 @@ from typing import Annotated
 
 import typer
 
-from orchestration.stack_ready import deployment_polled, http_ok
-from orchestration.stack_supervisor import (
+from milkprice.settings import STACK_FILE
+from stack.ready import deployment_polled, http_ok
+from stack.supervisor import (
     Program,
     Supervisor,
     SupervisorError,
@@ -55,7 +56,7 @@ __all__ = [
 ]
 
 STACKS = ("local", "cluster")
-STACK_FILE = "stack.json"
+
 _HOST = "127.0.0.1"
 _BIN = Path(sys.executable).parent
 _START_TIMEOUT_S = 240.0
@@ -124,7 +125,7 @@ def _local_up(
         ),
         Program(
             "serve",
-            [sys.executable, "-m", "orchestration.cli", "serve"],
+            [sys.executable, "-m", "milkprice_cli", "serve"],
             {
                 "PREFECT_API_URL": api_url,
                 "MLFLOW_TRACKING_URI": tracking_uri,
@@ -152,7 +153,7 @@ def _local_up(
     supervisor.start_daemon({**environ, "PYTHONUNBUFFERED": "1"})
     supervisor.start(*checks)
     if demo:  # the served flow needs data to train on
-        command = [sys.executable, "-m", "orchestration.cli", "data", "demo", "--if-empty"]
+        command = [sys.executable, "-m", "milkprice_cli", "data", "demo", "--if-empty"]
         print(f"demo lake: {' '.join(run_step(supervisor, 'demo', command, environ).split())}")
     wait_until(supervisor, checks, _START_TIMEOUT_S)
     supervisor.start("serve")
@@ -208,7 +209,7 @@ def stack_up(
     environ = dict(os.environ if environ is None else environ)
     try:
         if cluster:
-            from orchestration.stack_cluster import cluster_up  # noqa: PLC0415
+            from stack.cluster import cluster_up  # noqa: PLC0415
 
             info = cluster_up(supervisor, environ, demo=demo)
         else:
@@ -339,7 +340,7 @@ def status_command(state_dir: StateDirOption = Path(".state")) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m orchestration.stack up|down|status [--cluster]``; returns the exit status."""
+    """``python -m stack up|down|status [--cluster]``; returns the exit status."""
     try:
         stack_app(args=argv)
     except SystemExit as exc:  # click always ends with it in standalone mode

@@ -24,7 +24,7 @@ _PROBE = """
 import json
 import prefect
 from prefect.settings import get_current_settings
-from orchestration.prefect_api import use_running_server
+from orchestration.prefect_server import use_running_server
 
 returned = use_running_server()
 print(json.dumps({"returned": returned, "settings": get_current_settings().api.url}))
