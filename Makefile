@@ -21,7 +21,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 
 .DEFAULT_GOAL := help
-.PHONY: help .venv lock run test e2e bench lint format clean
+.PHONY: help .venv lock run test e2e bench lint format clean system-packages
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9.]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -49,8 +49,11 @@ run: .venv  ## Demo lake if the lake is empty, then train on its newest complete
 	$(BIN)/milkprice data ls
 	$(BIN)/python orchestration/flows/main_flow.py --latest
 
+system-packages:  ## Install the Debian packages the tests drive (chromium, postgresql) when missing
+	@scripts/system-packages.sh chromium postgresql
+
 # pytest exits with 5 when it collected no tests: that must fail the build, not pass quietly.
-test: .venv  ## Run the test suite
+test: .venv system-packages  ## Run the test suite
 	@status=0; $(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then \
 		echo "make test: pytest collected no tests (exit code 5); failing on purpose" >&2; \
@@ -58,7 +61,7 @@ test: .venv  ## Run the test suite
 	fi; \
 	exit $$status
 
-e2e: .venv  ## Run only the slow end-to-end tests (real servers, browser, cluster); `make test` runs them too
+e2e: .venv system-packages  ## Run only the slow end-to-end tests (real servers, browser, cluster); `make test` runs them too
 	$(BIN)/pytest -m e2e $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 bench: .venv  ## Run every benchmarks/bench_*.py script
@@ -84,6 +87,7 @@ STACK ?= local
 .PHONY: up down status
 up: .venv  ## Start the stack in the background (STACK=local, the default, or STACK=cluster)
 	@case "$(STACK)" in local|cluster) ;; *) echo "make up: STACK must be local or cluster, not '$(STACK)'" >&2; exit 2;; esac
+	@if [ "$(STACK)" = cluster ]; then scripts/system-packages.sh postgresql; fi
 	$(BIN)/python -m stack up $(if $(filter cluster,$(STACK)),--cluster)
 
 down:  ## Stop exactly what `make up` started (supervisord shutdown, nothing left behind)

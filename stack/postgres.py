@@ -48,7 +48,6 @@ STOP_SIGNAL = signal.SIGINT
 _DEBIAN_ROOT = Path("/usr/lib/postgresql")
 _OS_USER = "postgres"
 _HOST = "127.0.0.1"
-_APT_TIMEOUT_S = 900
 _INITDB_TIMEOUT_S = 300
 
 
@@ -85,40 +84,21 @@ def find_pg_bin() -> Path | None:
 
 
 def ensure_postgresql() -> Path:
-    """The PostgreSQL bin folder; installs the Debian ``postgresql`` package when it is missing.
+    """The PostgreSQL bin folder, or a clear error saying how to install the server.
 
-    Installs only as root on a machine with ``apt-get`` (``DEBIAN_FRONTEND=noninteractive``).
+    Nothing is installed from here: the set-up step does that (``make system-packages``, which
+    ``make test`` and ``make up STACK=cluster`` run).
 
     Raises:
-        RuntimeError: no PostgreSQL server and no way to install it; the message says what to
-            install.
+        RuntimeError: no PostgreSQL server; the message says what to install.
     """
-    found = find_pg_bin()
-    if found is not None:
-        return found
-    apt_get = shutil.which("apt-get")
-    if apt_get is None or os.geteuid() != 0:
-        raise RuntimeError(
-            "PostgreSQL server binaries (initdb, postgres) not found under "
-            f"{_DEBIAN_ROOT}/*/bin nor by `pg_config --bindir`: install the PostgreSQL server "
-            "(Debian/Ubuntu: `sudo apt-get install -y postgresql`; elsewhere put its bin folder, "
-            "with initdb and postgres, on PATH)"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in ([apt_get, "update"], [apt_get, "install", "-y", "postgresql"]):
-        done = subprocess.run(
-            command, env=env, capture_output=True, text=True, check=False, timeout=_APT_TIMEOUT_S
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"`{' '.join(command)}` failed (exit {done.returncode}): "
-                f"{done.stderr.strip()[-2000:]}; install the Debian package `postgresql` by hand"
-            )
     found = find_pg_bin()
     if found is None:
         raise RuntimeError(
-            f"`apt-get install -y postgresql` succeeded but no initdb/postgres is under "
-            f"{_DEBIAN_ROOT}/*/bin: check the package `postgresql` (and `postgresql-<version>`)"
+            "PostgreSQL server binaries (initdb, postgres) not found under "
+            f"{_DEBIAN_ROOT}/*/bin nor by `pg_config --bindir`: run `make system-packages` "
+            "(Debian: `sudo apt-get install -y postgresql`; elsewhere put its bin folder, with "
+            "initdb and postgres, on PATH)"
         )
     return found
 

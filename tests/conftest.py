@@ -6,14 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,15 +27,6 @@ for _key, _value in {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }.items():
     os.environ.setdefault(_key, _value)
-
-
-def system_packages_lock() -> FileLock:
-    """One lock for every apt-get the set-up runs (chromium, postgresql).
-
-    Parallel workers (pytest-xdist) reach their session fixtures at the same time, and dpkg
-    takes one installer at a time: the second worker waits here, then finds the package.
-    """
-    return FileLock(Path(tempfile.gettempdir()) / "milkprice-system-packages.lock", timeout=1800)
 
 
 def free_port() -> int:

@@ -1,9 +1,10 @@
 """Debian's chromium driven by Playwright for Python (sync API), for the UI tests.
 
 Playwright never downloads a browser here: the tests drive ``/usr/bin/chromium`` from Debian's
-``chromium`` package, which the set-up installs with ``apt-get`` when it is missing and it runs
-as root, and otherwise names in a failure. The browser resolves no host but 127.0.0.1, so a page
-that tries to reach the internet (a CDN, analytics) fails the way it would on an offline machine.
+``chromium`` package, which the set-up step (``make system-packages``, run by ``make test``)
+installs when it is missing; a test without it fails naming that step. The browser resolves no
+host but 127.0.0.1, so a page that tries to reach the internet (a CDN, analytics) fails the way
+it would on an offline machine.
 
 Screenshots go to ``test-output/browser/`` in the checkout (gitignored); the terminal summary
 lists what was written. A failed test leaves a ``failure`` screenshot of its page there too.
@@ -16,16 +17,12 @@ process) fails with "cannot be called from a running event loop" in any later te
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
-import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import system_packages_lock
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
@@ -47,34 +44,16 @@ CHROMIUM_ARGS = [
 # Generous: a loaded 2-core machine renders the Prefect and MLflow apps slowly.
 DEFAULT_TIMEOUT_MS = 60_000
 _INSTALL_HINT = (
-    "install Debian's chromium as root: `apt-get install -y chromium` (the tests drive "
+    "`make test` installs it (`make system-packages`; as root: `apt-get install -y chromium`); the tests drive "
     f"{CHROMIUM} through Playwright and never download a browser)"
 )
 _FAILED = pytest.StashKey[bool]()
 
 
-def _apt_get(apt: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    return subprocess.run(
-        [apt, *args], env=env, capture_output=True, text=True, timeout=1200, check=False
-    )
-
-
 def ensure_chromium() -> Path:
-    """Return Debian's chromium, installing the package first when missing and possible."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
-        why = "no apt-get" if apt is None else "not running as root"
-        pytest.fail(f"{CHROMIUM} is missing and cannot be installed here ({why}): {_INSTALL_HINT}")
-    done = _apt_get(apt, "install", "-y", "chromium")
-    if done.returncode != 0:  # a fresh image has no package lists yet
-        _apt_get(apt, "update")
-        done = _apt_get(apt, "install", "-y", "chromium")
-    if done.returncode != 0 or not CHROMIUM.exists():
-        tail = (done.stdout + done.stderr).strip()[-1500:]
-        pytest.fail(f"`apt-get install -y chromium` did not provide {CHROMIUM}: {tail}")
+    """Return Debian's chromium, or fail naming the set-up step that installs it."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: {_INSTALL_HINT}")
     return CHROMIUM
 
 
@@ -122,8 +101,7 @@ class Screens:
 @pytest.fixture(scope="session")
 def chromium_executable() -> Path:
     """Debian's chromium, installed once per session when missing (see :func:`ensure_chromium`)."""
-    with system_packages_lock():
-        return ensure_chromium()
+    return ensure_chromium()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -1,7 +1,7 @@
 """A private PostgreSQL cluster on loopback (initdb in a temporary folder).
 
 Built with the project's own :mod:`stack.postgres`, as ``make up STACK=cluster`` does:
-the Debian package is installed when missing, the cluster runs as the ``postgres`` OS user when
+the Debian package comes from the set-up step (``make system-packages``), the cluster runs as the ``postgres`` OS user when
 the tests run as root, and the server is stopped and its folder removed at the end.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, system_packages_lock
+from conftest import free_port
 
 from stack.postgres import (
     STOP_SIGNAL,
@@ -48,8 +48,7 @@ def postgres_port() -> Iterator[int]:
     The cluster lives in a fresh folder under the system temp folder, not under pytest's
     ``tmp_path`` (mode 0700, owned by root: the ``postgres`` OS user could not enter it).
     """
-    with system_packages_lock():
-        ensure_postgresql()
+    ensure_postgresql()
     base = owned_dir(Path(tempfile.mkdtemp(prefix="milkprice-pg-")))
     data_dir = base / "data"
     socket_dir = owned_dir(base / "run")

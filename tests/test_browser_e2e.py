@@ -389,10 +389,12 @@ def test_mlflow_ui_shows_the_champion_alias_on_its_version(stack: Stack, champio
 # --- the set-up's own failure ------------------------------------------------------------------
 
 
-def test_missing_chromium_without_apt_names_the_package(monkeypatch, tmp_path):
+def test_missing_chromium_names_the_set_up_step_and_the_package(monkeypatch, tmp_path):
     import fixtures_browser
 
     monkeypatch.setattr(fixtures_browser, "CHROMIUM", tmp_path / "chromium")
-    monkeypatch.setattr(fixtures_browser.shutil, "which", lambda _name: None)
-    with pytest.raises(pytest.fail.Exception, match=r"no apt-get.*apt-get install -y chromium"):
+    with pytest.raises(
+        pytest.fail.Exception,
+        match=r"chromium is missing.*make system-packages.*apt-get install -y chromium",
+    ):
         fixtures_browser.ensure_chromium()

@@ -8,7 +8,6 @@ import subprocess
 
 import psycopg2
 import pytest
-from conftest import system_packages_lock
 
 from stack.postgres import (
     create_database,
@@ -22,9 +21,16 @@ from stack.postgres import (
 )
 
 
+def test_missing_postgresql_names_the_set_up_step(monkeypatch):
+    import stack.postgres
+
+    monkeypatch.setattr(stack.postgres, "find_pg_bin", lambda: None)
+    with pytest.raises(RuntimeError, match=r"make system-packages.*apt-get install -y postgresql"):
+        stack.postgres.ensure_postgresql()
+
+
 def test_ensure_postgresql_finds_the_server_binaries():
-    with system_packages_lock():
-        bin_dir = ensure_postgresql()
+    bin_dir = ensure_postgresql()
     assert bin_dir == find_pg_bin()
     for program in ("initdb", "postgres"):
         assert os.access(bin_dir / program, os.X_OK), program
