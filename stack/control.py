@@ -1,8 +1,9 @@
 """``make up`` / ``make down``: the background stacks, run by supervisord.
 
 ``milkprice stack up`` (``python -m stack up``, ``make up``) starts the local
-stack: a Prefect server (SQLite under ``<state>/prefect``), the MLflow UI and ``milkprice
-serve``, on 127.0.0.1 ports ``PREFECT_PORT`` (4200) and ``MLFLOW_PORT`` (5000), and fills an
+stack: a Prefect server (SQLite under ``<state>/prefect``), the MLflow UI, ``milkprice
+serve`` and the prediction API with its forecast explorer (``milkprice api``), on 127.0.0.1
+ports ``PREFECT_PORT`` (4200), ``MLFLOW_PORT`` (5000) and ``API_PORT`` (8000), and fills an
 empty lake with the demo data. ``up --cluster`` (``make up STACK=cluster``) starts the cluster
 stack of :mod:`stack.cluster` (PostgreSQL, S3, Prefect and MLflow servers, a Dask
 cluster and two Prefect workers on a work pool) on free ports.
@@ -98,15 +99,18 @@ def _local_up(
     prefect_port: int,
     mlflow_port: int,
     *,
+    api_port: int,
     demo: bool,
 ) -> dict[str, object]:
-    """Prefect server + MLflow UI (+ demo lake), then ``milkprice serve`` once they answer."""
+    """Prefect server + MLflow UI (+ demo lake), then ``milkprice serve`` and the API."""
     api_url = f"http://{_HOST}:{prefect_port}/api"
+    predict_url = f"http://{_HOST}:{api_port}"
     mlflow_url = f"http://{_HOST}:{mlflow_port}"
     tracking_uri = environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     with_mlflow = not tracking_uri.startswith(("http://", "https://"))  # else a server exists
-    for name, port in (("PREFECT_PORT", prefect_port), ("MLFLOW_PORT", mlflow_port)):
-        if (with_mlflow or name == "PREFECT_PORT") and not _port_free(port):
+    ports = (("PREFECT_PORT", prefect_port), ("MLFLOW_PORT", mlflow_port), ("API_PORT", api_port))
+    for name, port in ports:
+        if (with_mlflow or name != "MLFLOW_PORT") and not _port_free(port):
             raise StackError(
                 f"port {port} on {_HOST} is already in use; stop what uses it or choose "
                 f"another port ({name}=...)"
@@ -133,6 +137,23 @@ def _local_up(
             },
             priority=30,
         ),
+        # Loopback only: the API refuses a wider bind without MILKPRICE_API_ADMIN_TOKEN. It
+        # answers /livez at once and serves the champion as soon as the registry has one.
+        Program(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "milkprice_cli",
+                "api",
+                "--host",
+                _HOST,
+                "--port",
+                str(api_port),
+            ],
+            {"MLFLOW_TRACKING_URI": tracking_uri},
+            priority=30,
+        ),
     ]
     checks = {"prefect": http_ok(f"{api_url}/health")}
     if with_mlflow:
@@ -156,11 +177,14 @@ def _local_up(
         command = [sys.executable, "-m", "milkprice_cli", "data", "demo", "--if-empty"]
         print(f"demo lake: {' '.join(run_step(supervisor, 'demo', command, environ).split())}")
     wait_until(supervisor, checks, _START_TIMEOUT_S)
-    supervisor.start("serve")
+    supervisor.start("serve", "api")
     since = float(supervisor.rpc().supervisor.getProcessInfo("serve")["start"])
     wait_until(
         supervisor,
-        {"serve": deployment_polled(api_url, _SERVE_DEPLOYMENT, since)},
+        {
+            "serve": deployment_polled(api_url, _SERVE_DEPLOYMENT, since),
+            "api": http_ok(f"{predict_url}/livez"),
+        },
         _START_TIMEOUT_S,
     )
     return {
@@ -170,6 +194,8 @@ def _local_up(
         "mlflow_tracking_uri": tracking_uri,
         "mlflow_url": mlflow_url if with_mlflow else tracking_uri,
         "serve_deployments_url": f"http://{_HOST}:{prefect_port}/deployments",
+        "api_url": predict_url,
+        "explorer_url": f"{predict_url}/",
         "env": {"PREFECT_API_URL": api_url, "MLFLOW_TRACKING_URI": tracking_uri},
     }
 
@@ -183,6 +209,7 @@ def stack_up(
     cluster: bool = False,
     prefect_port: int = 4200,
     mlflow_port: int = 5000,
+    api_port: int = 8000,
     demo: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
@@ -213,7 +240,9 @@ def stack_up(
 
             info = cluster_up(supervisor, environ, demo=demo)
         else:
-            info = _local_up(supervisor, environ, prefect_port, mlflow_port, demo=demo)
+            info = _local_up(
+                supervisor, environ, prefect_port, mlflow_port, api_port=api_port, demo=demo
+            )
         info["supervisord_conf"] = str(supervisor.conf)
         info["logs"] = str(supervisor.log_dir)
         info["processes"] = {p["name"]: int(p["pid"]) for p in supervisor.processes()}
@@ -290,6 +319,7 @@ StateDirOption = Annotated[
 @stack_app.command("up")
 def up_command(
     state_dir: StateDirOption = Path(".state"),
+    *,
     cluster: Annotated[
         bool,
         typer.Option(
@@ -303,6 +333,9 @@ def up_command(
     mlflow_port: Annotated[
         int, typer.Option(envvar="MLFLOW_PORT", help="Local stack: MLflow UI port.")
     ] = 5000,
+    api_port: Annotated[
+        int, typer.Option(envvar="API_PORT", help="Local stack: prediction API and explorer port.")
+    ] = 8000,
     demo: Annotated[
         bool, typer.Option("--demo/--no-demo", help="Fill an empty lake with the demo data.")
     ] = True,
@@ -314,6 +347,7 @@ def up_command(
             cluster=cluster,
             prefect_port=prefect_port,
             mlflow_port=mlflow_port,
+            api_port=api_port,
             demo=demo,
         )
     except StackError as exc:

@@ -78,8 +78,9 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
     env = training_env(tmp_path, None)
     lake_root = tmp_path / "empty-lake"  # `make up` fills an empty lake with the demo
     state = tmp_path / "state"
-    prefect_port, mlflow_port = free_port(), free_port()
+    prefect_port, mlflow_port, api_port = free_port(), free_port(), free_port()
     env.update(
+        API_PORT=str(api_port),
         MILKPRICE_DATA_ROOT=str(lake_root),
         STATE_DIR=str(state),
         PREFECT_PORT=str(prefect_port),
@@ -91,7 +92,7 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
         assert up.returncode == 0, up.stdout + up.stderr
         info = json.loads((state / "stack.json").read_text())
         assert info["stack"] == "local"
-        assert set(info["processes"]) == {"prefect", "mlflow", "serve"}
+        assert set(info["processes"]) == {"prefect", "mlflow", "serve", "api"}
         for pid in info["processes"].values():  # the pids supervisord reported, and children
             parent = psutil.Process(pid)
             processes += [parent, *parent.children(recursive=True)]
@@ -105,7 +106,8 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
         status = _supervisorctl(conf, "status")
         assert status.returncode == 0, status.stdout + status.stderr
         lines = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()}
-        assert lines == {"prefect": "RUNNING", "mlflow": "RUNNING", "serve": "RUNNING"}
+        assert set(lines.values()) == {"RUNNING"}
+        assert set(lines) == {"prefect", "mlflow", "serve", "api"}
         assert "serving" in _supervisorctl(conf, "tail", "serve").stdout
         made_status = _make("status", env)
         assert made_status.returncode == 0, made_status.stdout + made_status.stderr
@@ -120,6 +122,12 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
         assert str(prefect_port) in settings["api_url"]
         with urllib.request.urlopen(f"{info['mlflow_url']}/health", timeout=10) as response:
             assert response.status == 200
+        # The API is a stack service: up prints the explorer's address, which serves the page.
+        assert info["explorer_url"] == f"http://127.0.0.1:{api_port}/"
+        assert f"http://127.0.0.1:{api_port}/" in up.stdout
+        with urllib.request.urlopen(info["explorer_url"], timeout=10) as response:
+            assert response.status == 200
+            assert response.headers["content-type"].startswith("text/html")
         assert (state / "prefect").is_dir()  # PREFECT_HOME (the server's SQLite) lives here
         assert Lake(str(lake_root)).list_months()  # the demo lake was created
     finally:
@@ -130,6 +138,7 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
     assert alive == [], f"left behind: {alive}"
     assert not _port_open(prefect_port)
     assert not _port_open(mlflow_port)
+    assert not _port_open(api_port)
     assert not (state / "stack.json").exists()
     after = _make("status", env)
     assert after.returncode != 0
