@@ -43,6 +43,7 @@ from milkprice.pipeline.backfill import (
 )
 from milkprice.pipeline.training_run import code_version
 from milkprice.settings import Settings, Source
+from orchestration.names import TRAIN_DEPLOYMENT
 
 __all__ = [
     "DEPLOYMENT_NAME",
@@ -54,7 +55,7 @@ __all__ = [
     "run_via_deployment",
 ]
 
-DEPLOYMENT_NAME = "milk-price-training/train-milk-model"
+DEPLOYMENT_NAME = TRAIN_DEPLOYMENT
 _POLL_S = 2.0
 _MAX_ATTEMPTS = 20  # new idempotency keys tried when earlier runs of a key ended badly
 

@@ -1,7 +1,7 @@
 """The deployments on a Prefect work pool, for workers on any number of machines.
 
 ``milkprice serve`` executes every run in one process on one machine. Past that, the same
-deployments (:data:`orchestration.serve.POOL_DEPLOYMENTS`: same schedules, triggers,
+deployments (:data:`orchestration.deployments.POOL_DEPLOYMENTS`: same schedules, triggers,
 parameters) go to a work pool of type ``process``, and workers started anywhere the package is
 installed execute their runs::
 
@@ -17,8 +17,8 @@ git clone, image or storage block. The worker's environment (``PREFECT_API_URL``
 from __future__ import annotations
 
 from milkprice.settings import get_settings
+from orchestration.deployments import POOL_DEPLOYMENTS
 from orchestration.prefect_server import check_prefect_api
-from orchestration.serve import POOL_DEPLOYMENTS
 
 __all__ = ["POOL_TYPE", "WorkPoolTypeError", "default_pool", "deploy_to_pool", "ensure_work_pool"]
 
@@ -78,7 +78,7 @@ def deploy_to_pool(pool: str) -> list[str]:
         The deployments' full names (``flow/deployment``), in definition order.
 
     Raises:
-        orchestration.serve.PrefectApiUnavailableError: no Prefect server answers at
+        orchestration.prefect_server.PrefectApiUnavailableError: no Prefect server answers at
             ``PREFECT_API_URL`` (a temporary one would forget the deployments at exit).
         WorkPoolTypeError: ``pool`` exists with another type.
     """

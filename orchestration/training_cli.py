@@ -1,7 +1,7 @@
 """Command line of ``python orchestration/flows/main_flow.py``: run the training flow once, or serve it.
 
 Kept apart from :mod:`orchestration.flows.main_flow` so that the flow module imports neither this
-nor :mod:`orchestration.serve` (which imports the flow to build its deployments).
+nor :mod:`orchestration.deployments` (which imports the flow to build its deployments).
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ STACKS = ("local", "cluster")
 _HOST = "127.0.0.1"
 _BIN = Path(sys.executable).parent
 _START_TIMEOUT_S = 240.0
+# orchestration.names.TRAIN_DEPLOYMENT (stack/ cannot import it; tests/test_layout.py holds the two equal)
 _SERVE_DEPLOYMENT = "milk-price-training/train-milk-model"
 
 

@@ -37,9 +37,7 @@ from milkprice.pipeline.backfill import (
 from milkprice.pipeline.training_run import RUN_COMPLETE, RUN_STATUS_TAG
 from milkprice.registry.promotion import CHAMPION_ALIAS
 from milkprice.settings import get_settings
-
-TRAIN = "milk-price-training/train-milk-model"
-
+from orchestration.names import TRAIN_DEPLOYMENT as TRAIN
 
 # --- code: ranges, keys, rows ------------------------------------------------------------------
 

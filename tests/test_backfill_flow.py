@@ -27,11 +27,11 @@ from mlflow import MlflowClient
 
 from milkprice.pipeline.training_run import RUN_COMPLETE, RUN_STATUS_TAG
 from orchestration.flows.backfill_flow import BACKFILL_ARTIFACT_KEY, TABLE_COLUMNS
+from orchestration.names import TRAIN_DEPLOYMENT as TRAIN
 
 pytestmark = pytest.mark.e2e
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
-TRAIN = "milk-price-training/train-milk-model"
 BACKFILL = "milk-price-backfill/backfill-months"
 
 

@@ -43,10 +43,11 @@ from conftest import (
     wait_for_http,
 )
 
+from orchestration.names import TRAIN_DEPLOYMENT as TRAIN
+
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
-TRAIN = "milk-price-training/train-milk-model"
 FORECAST = "milk-price-forecast/daily-forecast"
 MODEL = "milk-price-model"
 FORECAST_TABLE = "milk-price-forecast"

@@ -32,12 +32,14 @@ import psutil
 import pytest
 from conftest import REPO_ROOT, http_json, wait_flow_run_final
 
+from orchestration.names import TRAIN_DEPLOYMENT
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 FIRST, LAST = "2024-01", "2025-06"  # the seeded lake: 12 training months before 2025-01
 BACKFILL = ("2025-01", "2025-04")
 RACE_MONTH = (2025, 6)  # newer than every backfilled month: it may take the alias
-TRAIN_DEPLOYMENT = "milk-price-training/train-milk-model"
+
 WORKERS = {"worker-1", "worker-2"}
 
 

@@ -32,10 +32,10 @@ from conftest import (
 from mlflow import MlflowClient
 
 from orchestration.crash_detection import AUTOMATION_NAME
+from orchestration.names import TRAIN_DEPLOYMENT as TRAIN
 
 pytestmark = pytest.mark.e2e
 
-TRAIN = "milk-price-training/train-milk-model"
 MODEL = "milk-price-model"
 
 

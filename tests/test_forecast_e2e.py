@@ -24,10 +24,11 @@ from conftest import (
     wait_flow_run_final,
 )
 
+from orchestration.names import TRAIN_DEPLOYMENT as TRAIN
+
 pytestmark = pytest.mark.e2e
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
-TRAIN = "milk-price-training/train-milk-model"
 FORECAST = "milk-price-forecast/daily-forecast"
 
 

@@ -132,3 +132,12 @@ def test_imports_in_a_main_block_do_not_count(tree_copy: Path) -> None:
         path.read_text() + '\n\nif __name__ == "__main__":\n    import orchestration.serve\n'
     )
     assert layout_rules.circles(layout_rules.import_graph(tree_copy)) == []
+
+
+def test_names_typed_once_where_stack_cannot_import_them() -> None:
+    # stack/ never imports orchestration/, so it repeats the training deployment's name once:
+    # this holds the copy to the one definition.
+    from orchestration.names import TRAIN_DEPLOYMENT
+    from stack import control
+
+    assert control._SERVE_DEPLOYMENT == TRAIN_DEPLOYMENT

@@ -25,10 +25,11 @@ from conftest import (
 )
 from sniim_workbook import small_frame, write_leche_workbook
 
+from orchestration.names import TRAIN_DEPLOYMENT as TRAIN
+
 pytestmark = pytest.mark.e2e
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
-TRAIN = "milk-price-training/train-milk-model"
 MONITOR = "milk-price-monitor/monthly-monitor"
 
 

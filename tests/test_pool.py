@@ -25,12 +25,12 @@ from conftest import (
     wait_flow_run_final,
 )
 
-from orchestration.serve import POOL_DEPLOYMENTS
+from orchestration.deployments import POOL_DEPLOYMENTS
+from orchestration.names import TRAIN_DEPLOYMENT as TRAIN
 
 pytestmark = pytest.mark.e2e
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
-TRAIN = "milk-price-training/train-milk-model"
 # name: (entrypoint, cron schedules, the parameters the UI's form asks for)
 EXPECTED = {
     TRAIN: ("orchestration.flows.main_flow.main", ["0 6 2 * *"], {"source", "year", "month"}),

@@ -25,12 +25,12 @@ from conftest import (
     wait_flow_run_final,
 )
 
+from orchestration.names import TRAIN_DEPLOYMENT as TRAIN
 from orchestration.prefect_server import PrefectApiUnavailableError, check_prefect_api
 
 pytestmark = pytest.mark.e2e
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
-TRAIN = "milk-price-training/train-milk-model"
 DAILY = "milk-price-training/daily-test"
 
 

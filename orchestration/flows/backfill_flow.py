@@ -1,6 +1,6 @@
 """The backfill flow ``backfill(start, end, force)``, named ``milk-price-backfill``.
 
-Deployed as ``backfill-months`` (see :mod:`orchestration.serve` and :mod:`orchestration.pool`) so
+Deployed as ``backfill-months`` (see :mod:`orchestration.deployments` and :mod:`orchestration.pool`) so
 that an operator starts a backfill from the Prefect UI's form. It does what ``milkprice backfill
 --via-deployment`` does (:func:`orchestration.backfill.run_backfill`): months already complete
 for the same data and code are skipped, the others get one run each on ``train-milk-model``

@@ -1,6 +1,6 @@
 """The batch forecast flow ``forecast(source, cutoff, series)``, named ``milk-price-forecast``.
 
-Served as the ``daily-forecast`` deployment (see :mod:`orchestration.serve`): every evening,
+Served as the ``daily-forecast`` deployment (see :mod:`orchestration.deployments`): every evening,
 and at once when the training flow promotes a new champion (the
 ``milkprice.champion.promoted`` event). From the command line: ``milkprice forecast``.
 """

@@ -6,7 +6,7 @@ Run once (a manual backfill)::
 
 or from Python: ``from orchestration.flows.main_flow import main; main(source="local",
 year=2025, month=2)``. With no arguments the script serves the ``train-milk-model``
-deployment on its monthly schedule (see :mod:`orchestration.serve`).
+deployment on its monthly schedule (see :mod:`orchestration.deployments`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from milkprice.pipeline.training_run import (
     training_result,
 )
 from milkprice.settings import get_settings
+from orchestration.names import TRAINING_FLOW as FLOW_NAME
 from orchestration.tasks.monitoring import alert_on_failure
 from orchestration.tasks.training import (
     baseline_version,
@@ -43,8 +44,6 @@ from orchestration.tasks.training import (
 )
 
 __all__ = ["FLOW_NAME", "main"]
-
-FLOW_NAME = "milk-price-training"
 
 
 @flow(name=FLOW_NAME, log_prints=True, on_failure=[alert_on_failure])

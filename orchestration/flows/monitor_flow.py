@@ -1,6 +1,6 @@
 """The monitoring flow ``monitor(source, year, month)``, named ``milk-price-monitor``.
 
-Served as the ``monthly-monitor`` deployment (see :mod:`orchestration.serve`): on the 3rd of
+Served as the ``monthly-monitor`` deployment (see :mod:`orchestration.deployments`): on the 3rd of
 every month, and at once when ``milkprice data ingest`` writes new prices (the
 ``milkprice.data.ingested`` event). From the command line: ``milkprice monitor``.
 """

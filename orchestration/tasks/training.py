@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 _IO_RETRIES = 2
-# What the daily-forecast deployment's trigger waits for (see orchestration.serve).
+# What the daily-forecast deployment's trigger waits for (see orchestration.deployments).
 CHAMPION_PROMOTED_EVENT = "milkprice.champion.promoted"
 
 

@@ -1,0 +1,192 @@
+"""Deployments in code: the builders and the lists, served by one process or deployed to a pool.
+
+``milkprice serve`` (:func:`orchestration.serve.serve_all`) serves every deployment of
+:data:`DEPLOYMENTS` with one :func:`prefect.serve` call; ``python orchestration/flows/main_flow.py``
+(:func:`orchestration.serve.serve_training`) serves ``train-milk-model`` alone. A deployment is a builder function
+returning a ``RunnerDeployment``; adding one is adding its builder to :data:`DEPLOYMENTS`.
+``milkprice deploy --pool NAME`` (:mod:`orchestration.pool`) registers the same definitions,
+those of :data:`POOL_DEPLOYMENTS`, on a work pool instead: one list, two ways to execute it.
+The names of the flows and deployments are in :mod:`orchestration.names`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from prefect.deployments.runner import EntrypointType
+from prefect.events import DeploymentEventTrigger
+
+from milkprice.settings import get_settings
+from orchestration.flows.backfill_flow import backfill
+from orchestration.flows.forecast_flow import forecast
+from orchestration.flows.main_flow import main
+from orchestration.flows.monitor_flow import monitor
+from orchestration.names import (
+    BACKFILL_MONTHS,
+    DAILY_FORECAST,
+    DAILY_TEST,
+    MONTHLY_MONITOR,
+    TRAIN_MILK_MODEL,
+)
+from orchestration.tasks.monitoring import ACCURACY_ALERT_EVENT, DATA_INGESTED_EVENT
+from orchestration.tasks.training import CHAMPION_PROMOTED_EVENT
+
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
+__all__ = [
+    "DEPLOYMENTS",
+    "POOL_DEPLOYMENTS",
+    "DeploymentBuilder",
+    "backfill_months_deployment",
+    "daily_forecast_deployment",
+    "daily_test_deployment",
+    "monthly_monitor_deployment",
+    "train_milk_model_deployment",
+]
+
+# One run at a time per deployment of the serving process: one machine, and the forecast and
+# monitor runs write the same files. In a work pool the training runs may go side by side on
+# several workers (the registry lock makes their promotions safe): how many at once is the
+# workers' `--limit` and the pool's concurrency limit to decide.
+_CONCURRENCY_LIMIT = 1
+
+# The serving process runs each flow run in a subprocess that imports the flow again: by module
+# path (the installed package), so serving works from any working directory.
+_ENTRYPOINT = EntrypointType.MODULE_PATH
+
+
+class DeploymentBuilder(Protocol):
+    """Builds one deployment; ``pooled``: for a work pool rather than the serving process."""
+
+    def __call__(self, *, pooled: bool = False) -> RunnerDeployment:
+        """The deployment, with its schedules, triggers, parameters and limits."""
+        ...
+
+
+# Flow parameters of a run an event triggers: the lake and the month named in its payload.
+_MONTH_FROM_EVENT = {
+    "source": "{{ event.payload.source }}",
+    "year": "{{ event.payload.year }}",
+    "month": "{{ event.payload.month }}",
+}
+
+
+def train_milk_model_deployment(*, pooled: bool = False) -> RunnerDeployment:
+    """The monthly training run: on the 2nd at 06:00 UTC, for the previous calendar month.
+
+    With MILKPRICE_RETRAIN_ON_ALERT=true (read when serving starts) also at once on a
+    ``milkprice.alert.accuracy`` event, for the source and month in its payload. In a pool
+    (``pooled``) it has no concurrency limit of its own: the pool's workers share the runs.
+    """
+    settings = get_settings()
+    model = settings.registered_model
+    triggers = [
+        DeploymentEventTrigger(
+            name=f"retrain when {model}'s accuracy alerts",
+            expect={ACCURACY_ALERT_EVENT},
+            match={"prefect.resource.id": f"milkprice.model.{model}"},
+            parameters=_MONTH_FROM_EVENT,
+        )
+    ]
+    return main.to_deployment(
+        triggers=triggers if settings.retrain_on_alert else None,
+        name=TRAIN_MILK_MODEL,
+        cron="0 6 2 * *",
+        tags=["milk", "training"],
+        description="Train on the 12 months before the validation month, validate, register, "
+        "promote if better. year=0, month=0 means the previous calendar month.",
+        concurrency_limit=None if pooled else _CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+    )
+
+
+def daily_test_deployment(*, pooled: bool = False) -> RunnerDeployment:
+    """A daily smoke run of the same flow on the local lake (previous calendar month).
+
+    Serving only: "the local lake" means the serving machine's; a pool's workers have their own.
+    """
+    return main.to_deployment(
+        name=DAILY_TEST,
+        cron="0 8 * * *",
+        tags=["milk", "test"],
+        parameters={"source": "local"},
+        description="Daily check that the training flow still runs end to end on the local lake.",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+    )
+
+
+def daily_forecast_deployment(*, pooled: bool = False) -> RunnerDeployment:
+    """The batch forecast: every evening at 23:00 UTC, and as soon as a champion is promoted."""
+    # Read when `serve` starts (an entry point), never at import: the trigger listens to the
+    # model this serving process's settings name.
+    model = get_settings().registered_model
+    return forecast.to_deployment(
+        name=DAILY_FORECAST,
+        cron="0 23 * * *",
+        tags=["milk", "forecast"],
+        description="Forecast every series with the champion up to the end of next month; "
+        "parquet under forecasts/, CSV and plots under reports/ (cutoff=the newest data).",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+        triggers=[
+            DeploymentEventTrigger(
+                name=f"forecast when {model} gets a new champion",
+                expect={CHAMPION_PROMOTED_EVENT},
+                match={"prefect.resource.id": f"milkprice.model.{model}"},
+                parameters={"source": "{{ event.payload.source }}"},
+            )
+        ],
+    )
+
+
+def monthly_monitor_deployment(*, pooled: bool = False) -> RunnerDeployment:
+    """Accuracy of the stored forecasts: on the 3rd at 07:00 UTC, and when prices arrive."""
+    return monitor.to_deployment(
+        name=MONTHLY_MONITOR,
+        cron="0 7 3 * *",
+        tags=["milk", "monitoring"],
+        description="Score the stored forecasts of a month (year=0, month=0: the previous "
+        "calendar month); alert by event and webhook when they are off.",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+        triggers=[
+            DeploymentEventTrigger(
+                name="monitor when new prices are ingested",
+                expect={DATA_INGESTED_EVENT},
+                match={"prefect.resource.id": "milkprice.lake.*"},
+                parameters=_MONTH_FROM_EVENT,
+            )
+        ],
+    )
+
+
+def backfill_months_deployment(*, pooled: bool = False) -> RunnerDeployment:
+    """Backfills started from the UI's form: one ``train-milk-model`` run per month.
+
+    No schedule and no trigger; one backfill at a time (its month runs go in parallel).
+    """
+    return backfill.to_deployment(
+        name=BACKFILL_MONTHS,
+        tags=["milk", "backfill"],
+        description="Train every month from start to end (YYYY-MM) on train-milk-model, "
+        "skipping months already complete for the same data and code unless force; the result "
+        "table is the milk-price-backfill artifact.",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+    )
+
+
+# Every deployment `milkprice serve` serves; later issues add theirs here (one line each).
+DEPLOYMENTS: list[DeploymentBuilder] = [
+    train_milk_model_deployment,
+    daily_test_deployment,
+    daily_forecast_deployment,
+    monthly_monitor_deployment,
+    backfill_months_deployment,
+]
+# Those `milkprice deploy --pool` registers on a work pool: all but the serving machine's smoke test.
+POOL_DEPLOYMENTS: list[DeploymentBuilder] = [
+    build for build in DEPLOYMENTS if build is not daily_test_deployment
+]
