@@ -48,7 +48,7 @@ __all__ = [
 
 def _emit_ingested(source: Source, report: dict[str, object]) -> str:
     """After `data ingest`: tell Prefect (the monthly-monitor trigger) which months arrived."""
-    from orchestration.tasks.monitoring import emit_data_ingested  # noqa: PLC0415 - Prefect
+    from orchestration.events import emit_data_ingested  # noqa: PLC0415 - Prefect
 
     return emit_data_ingested(source, report)
 

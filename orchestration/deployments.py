@@ -17,6 +17,7 @@ from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 
 from milkprice.settings import get_settings
+from orchestration.events import ACCURACY_ALERT_EVENT, CHAMPION_PROMOTED_EVENT, DATA_INGESTED_EVENT
 from orchestration.flows.backfill_flow import backfill
 from orchestration.flows.forecast_flow import forecast
 from orchestration.flows.main_flow import main
@@ -28,8 +29,6 @@ from orchestration.names import (
     MONTHLY_MONITOR,
     TRAIN_MILK_MODEL,
 )
-from orchestration.tasks.monitoring import ACCURACY_ALERT_EVENT, DATA_INGESTED_EVENT
-from orchestration.tasks.training import CHAMPION_PROMOTED_EVENT
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment

@@ -20,13 +20,12 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.events import emit_event
 
 from milkprice.months import Month
 from milkprice.pipeline.backfill import FAILED, BackfillRow
 from milkprice.pipeline.training_run import TrainingResult, run_training
 from milkprice.settings import Settings, Source, get_settings
-from orchestration.tasks.training import CHAMPION_PROMOTED_EVENT
+from orchestration.events import emit_champion_promoted
 
 __all__ = ["FLOW_NAME", "backfill_on_dask", "trained_month"]
 
@@ -57,15 +56,7 @@ def _announce_champion(settings: Settings, rows: list[BackfillRow], source: Sour
     if not promoted:
         return
     newest = promoted[-1]
-    emit_event(
-        event=CHAMPION_PROMOTED_EVENT,
-        resource={"prefect.resource.id": f"milkprice.model.{settings.registered_model}"},
-        payload={
-            "version": newest.version,
-            "validation_month": str(newest.month),
-            "source": source,
-        },
-    )
+    emit_champion_promoted(settings, newest.version, newest.month, source)
 
 
 @flow(name=FLOW_NAME, log_prints=True)

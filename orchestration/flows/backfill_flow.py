@@ -23,7 +23,7 @@ from milkprice.months import Month
 from milkprice.pipeline.backfill import BackfillRow, backfill_months
 from milkprice.settings import get_settings
 from orchestration.backfill import run_backfill
-from orchestration.tasks.monitoring import alert_on_failure
+from orchestration.events import alert_on_failure
 
 __all__ = ["BACKFILL_ARTIFACT_KEY", "BACKFILL_FLOW_NAME", "TABLE_COLUMNS", "backfill", "records"]
 

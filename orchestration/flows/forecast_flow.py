@@ -15,6 +15,7 @@ from prefect import flow
 from milkprice.data.lake import Lake
 from milkprice.pipeline.forecast_run import ForecastResult, forecast_result
 from milkprice.settings import get_settings
+from orchestration.events import alert_on_failure
 from orchestration.tasks.forecasting import (
     champion_predictor,
     data_cutoff,
@@ -23,7 +24,6 @@ from orchestration.tasks.forecasting import (
     forecast_table,
     plotted_series,
 )
-from orchestration.tasks.monitoring import alert_on_failure
 
 __all__ = ["FORECAST_FLOW_NAME", "forecast"]
 

@@ -27,8 +27,8 @@ from milkprice.pipeline.training_run import (
     training_result,
 )
 from milkprice.settings import get_settings
+from orchestration.events import alert_on_failure
 from orchestration.names import TRAINING_FLOW as FLOW_NAME
-from orchestration.tasks.monitoring import alert_on_failure
 from orchestration.tasks.training import (
     baseline_version,
     champion_promoted_event,

@@ -16,11 +16,11 @@ from pydantic import Field
 from milkprice.data.lake import Lake
 from milkprice.pipeline.training_run import MAX_YEAR, resolve_validation_month
 from milkprice.settings import get_settings
+from orchestration.events import alert_on_failure
 from orchestration.tasks.monitoring import (
     accuracy_alerts,
     accuracy_of_stored_forecasts,
     alert_events,
-    alert_on_failure,
     alert_webhook,
     champion_validation,
     data_drift,

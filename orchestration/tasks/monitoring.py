@@ -1,26 +1,12 @@
-"""Prefect tasks of the monitoring flow, the events milkprice emits, and the failure hook.
-
-Events (resource ``milkprice.model.<registered model>`` unless said otherwise):
-
-- ``milkprice.alert.accuracy`` / ``milkprice.alert.coverage``: one per kind of alert a
-  monitoring run raised (so two accuracy rules firing start one retraining, not two); payload:
-  the alerts' figures, ``source`` and the ``year``/``month`` a retraining should validate on.
-- ``milkprice.alert.failure``: a milkprice flow run failed (resource ``milkprice.flow.<name>``).
-- ``milkprice.data.ingested``: ``milkprice data ingest`` wrote months (resource
-  ``milkprice.lake.<source>``); sent by :func:`emit_data_ingested`.
-"""
+"""Prefect tasks of the monitoring flow (its events are in :mod:`orchestration.events`)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.events import Event, emit_event
-from prefect.logging.loggers import flow_run_logger
 
 from milkprice.data.lake import Lake
 from milkprice.monitoring.accuracy import accuracy_over_time
@@ -30,7 +16,6 @@ from milkprice.monitoring.alerts import (
     ChampionFigures,
     champion_figures,
     evaluate_accuracy,
-    failure_alert,
     monitoring_markdown,
     month_accuracy,
     send_alerts,
@@ -43,31 +28,22 @@ from milkprice.monitoring.drift import (
 )
 from milkprice.monitoring.report import log_monitoring_run, render_report, write_report
 from milkprice.months import Month
-from milkprice.settings import Settings, Source, get_settings
+from milkprice.settings import Settings, Source
+from orchestration.events import emit_alerts
 
 __all__ = [
-    "ACCURACY_ALERT_EVENT",
-    "ALERT_EVENT_PREFIX",
-    "DATA_INGESTED_EVENT",
-    "FAILURE_ALERT_EVENT",
     "MONITOR_SUMMARY_KEY",
     "MONITOR_TABLE_KEY",
     "accuracy_alerts",
     "accuracy_of_stored_forecasts",
     "alert_events",
-    "alert_on_failure",
     "alert_webhook",
     "champion_validation",
     "data_drift",
-    "emit_data_ingested",
     "monitoring_artifacts",
     "monitoring_report",
 ]
 
-ALERT_EVENT_PREFIX = "milkprice.alert."
-ACCURACY_ALERT_EVENT = f"{ALERT_EVENT_PREFIX}accuracy"
-FAILURE_ALERT_EVENT = f"{ALERT_EVENT_PREFIX}failure"
-DATA_INGESTED_EVENT = "milkprice.data.ingested"
 MONITOR_TABLE_KEY = "milk-price-accuracy"
 MONITOR_SUMMARY_KEY = "milk-price-monitoring"
 
@@ -112,24 +88,7 @@ def alert_events(
     settings: Settings, alerts: list[Alert], source: Source, month: Month
 ) -> list[str]:
     """One ``milkprice.alert.<kind>`` event per kind of alert; the ids of those sent."""
-    by_kind: dict[str, list[Alert]] = defaultdict(list)
-    for alert in alerts:
-        by_kind[alert.kind].append(alert)
-    sent = []
-    for kind, group in by_kind.items():
-        event = emit_event(
-            event=f"{ALERT_EVENT_PREFIX}{kind}",
-            resource={"prefect.resource.id": f"milkprice.model.{settings.registered_model}"},
-            payload={
-                "source": source,
-                "year": month.year,
-                "month": month.month,
-                "alerts": [a.to_dict() for a in group],
-            },
-        )
-        if event is not None:
-            sent.append(str(event.id))
-    return sent
+    return emit_alerts(settings, alerts, source, month)
 
 
 @task(name="alert-webhook")
@@ -217,61 +176,3 @@ def data_drift(
     for alert in alerts:
         get_run_logger().warning("ALERT %s: %s", alert.kind, alert.message)
     return alerts, drift_markdown(result, settings.alert_max_drift_share), pages
-
-
-def alert_on_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """``on_failure`` hook of every milkprice flow: webhook (if set) and a failure event.
-
-    Never raises: a hook that fails would hide the flow's own failure.
-    """
-    logger = flow_run_logger(flow_run, flow)  # needs no run context, unlike get_run_logger
-    try:
-        alert = failure_alert(flow.name, flow_run.name, state.message or state.name)
-        logger.error("ALERT failure: %s", alert.message)
-        emit_event(
-            event=FAILURE_ALERT_EVENT,
-            resource={"prefect.resource.id": f"milkprice.flow.{flow.name}"},
-            payload={
-                "flow_run_id": str(flow_run.id),
-                "flow_run_name": flow_run.name,
-                "parameters": flow_run.parameters,
-                "message": alert.message,
-            },
-        )
-        send_alerts([alert], get_settings().alert_webhook)
-    except Exception as exc:
-        logger.warning("the failure alert could not be sent (%s: %s)", type(exc).__name__, exc)
-
-
-def emit_data_ingested(source: Source, report: dict[str, object]) -> str:
-    """Send ``milkprice.data.ingested`` for an ingest's report; a line saying what happened.
-
-    Synchronous (a CLI exits right after): the event is confirmed by the server, or this
-    raises. Without PREFECT_API_URL nothing is sent (Prefect would start a throwaway server).
-    """
-    from prefect.events.clients import get_events_client  # noqa: PLC0415
-    from prefect.settings import get_current_settings  # noqa: PLC0415
-
-    if not get_current_settings().api.url:
-        return f"PREFECT_API_URL is not set: event {DATA_INGESTED_EVENT} not sent"
-    months = sorted(str(m) for m in report.get("months", []))  # type: ignore[union-attr]
-    newest = Month.parse(months[-1]) if months else None
-    event = Event(
-        event=DATA_INGESTED_EVENT,
-        resource={"prefect.resource.id": f"milkprice.lake.{source}"},
-        payload={
-            "source": source,
-            "months": months,
-            "year": newest.year if newest else 0,
-            "month": newest.month if newest else 0,
-            "rows_added": report.get("rows_added"),
-            "rows_updated": report.get("rows_updated"),
-        },
-    )
-
-    async def _send() -> None:
-        async with get_events_client(reconnection_attempts=2) as client:
-            await client.emit(event)
-
-    asyncio.run(_send())
-    return f"event {DATA_INGESTED_EVENT} sent (months {', '.join(months) or 'none'})"

@@ -7,7 +7,6 @@ from typing import Any
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_table_artifact
-from prefect.events import emit_event
 
 from milkprice.data.lake import Lake, LakeError, LakeWindow
 from milkprice.model.training import (
@@ -34,9 +33,9 @@ from milkprice.pipeline.training_run import (
 from milkprice.registry.promotion import PromotionDecision
 from milkprice.registry.tracking import LoggedRun, run_url
 from milkprice.settings import Settings, Source
+from orchestration.events import CHAMPION_PROMOTED_EVENT, emit_champion_promoted
 
 __all__ = [
-    "CHAMPION_PROMOTED_EVENT",
     "champion_promoted_event",
     "evaluation",
     "features",
@@ -49,8 +48,6 @@ __all__ = [
 ]
 
 _IO_RETRIES = 2
-# What the daily-forecast deployment's trigger waits for (see orchestration.deployments).
-CHAMPION_PROMOTED_EVENT = "milkprice.champion.promoted"
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -179,22 +176,10 @@ def champion_promoted_event(
     settings: Settings, decision: PromotionDecision, validation_month: Month, source: Source
 ) -> str | None:
     """Tell Prefect a new champion exists (a forecast follows); the event id, if one was sent."""
-    event = emit_event(
-        event=CHAMPION_PROMOTED_EVENT,
-        resource={"prefect.resource.id": f"milkprice.model.{settings.registered_model}"},
-        payload={
-            "version": decision.served_baseline or decision.candidate_version,
-            "validation_month": str(validation_month),
-            "source": source,
-        },
-    )
-    get_run_logger().info(
-        "%s: version %s of %s",
-        CHAMPION_PROMOTED_EVENT,
-        decision.served_baseline or decision.candidate_version,
-        source,
-    )
-    return str(event.id) if event else None
+    version = decision.served_baseline or decision.candidate_version
+    sent = emit_champion_promoted(settings, version, validation_month, source)
+    get_run_logger().info("%s: version %s of %s", CHAMPION_PROMOTED_EVENT, version, source)
+    return sent
 
 
 @task(name="report")
