@@ -21,7 +21,6 @@ Planning (what is done, fingerprints) and the result rows live in :mod:`milkpric
 from __future__ import annotations
 
 import contextvars
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -167,25 +166,39 @@ def _check_deployment_served(name: str) -> None:
         )
 
 
-def _create_run(plan: MonthPlan, source: Source, nonce: str | None, started: datetime) -> Any:
-    """Create (or find, by idempotency key) the month's run on the deployment.
+def _run_month(plan: MonthPlan, source: Source, key: str, timeout: float | None) -> Any:
+    """``run_deployment`` for the month's run: created once per key, found again after that.
+
+    ``timeout=0`` returns the run at once; ``None`` waits until it ends (Prefect polls it). Only
+    the first call links the run to a backfill flow as its subflow: the wait adds no task run.
+    """
+    from prefect.deployments import run_deployment  # noqa: PLC0415
+
+    return run_deployment(
+        DEPLOYMENT_NAME,
+        parameters={"source": source, "year": plan.month.year, "month": plan.month.month},
+        scheduled_time=scheduled_time_for(plan.month),
+        flow_run_name=f"backfill-{plan.month}",
+        idempotency_key=key,
+        tags=["backfill"],
+        timeout=timeout,
+        poll_interval=_POLL_S,
+        as_subflow=timeout == 0,
+    )
+
+
+def _create_run(
+    plan: MonthPlan, source: Source, nonce: str | None, started: datetime
+) -> tuple[Any, str]:
+    """Create (or find, by idempotency key) the month's run on the deployment; run and key.
 
     A run found by its key that ended badly before this backfill started would be returned
     again forever: such a key gets a retry suffix instead, so a failed month can be retried.
     """
-    from prefect.deployments import run_deployment  # noqa: PLC0415
-
     for attempt in range(_MAX_ATTEMPTS):
         suffix = ":".join(part for part in (nonce, f"retry{attempt}" if attempt else None) if part)
-        flow_run = run_deployment(
-            DEPLOYMENT_NAME,
-            parameters={"source": source, "year": plan.month.year, "month": plan.month.month},
-            scheduled_time=scheduled_time_for(plan.month),
-            flow_run_name=f"backfill-{plan.month}",
-            idempotency_key=idempotency_key(plan, source, suffix or None),
-            tags=["backfill"],
-            timeout=0,
-        )
+        key = idempotency_key(plan, source, suffix or None)
+        flow_run = _run_month(plan, source, key, timeout=0)
         # The plan found no complete MLflow run for this key's month, data and code, so an
         # earlier run that already ended (failed, or completed into a store since lost) is stale.
         stale = (
@@ -195,21 +208,18 @@ def _create_run(plan: MonthPlan, source: Source, nonce: str | None, started: dat
             and flow_run.state.is_final()
         )
         if not stale:
-            return flow_run
+            return flow_run, key
     raise RuntimeError(f"{plan.month}: {_MAX_ATTEMPTS} earlier runs of this month ended badly")
 
 
 def _follow_run(
     settings: Settings, plan: MonthPlan, source: Source, nonce: str | None, started: datetime
 ) -> BackfillRow:
-    from prefect.client.orchestration import get_client  # noqa: PLC0415
-
     try:
-        flow_run = _create_run(plan, source, nonce, started)
-        with get_client(sync_client=True) as client:
-            while flow_run.state is None or not flow_run.state.is_final():
-                time.sleep(_POLL_S)
-                flow_run = client.read_flow_run(flow_run.id)
+        flow_run, key = _create_run(plan, source, nonce, started)
+        if flow_run.state is None or not flow_run.state.is_final():
+            # The same key finds the same run: run_deployment waits for it to end.
+            flow_run = _run_month(plan, source, key, timeout=None)
     except Exception as exc:
         return _failed_row(plan.month, exc)
     state = flow_run.state
