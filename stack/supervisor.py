@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
 __all__ = [
     "FAILED_STATES",
     "Program",
@@ -310,8 +312,9 @@ def wait_until(
             ``timeout_s``; the message names it and ends with the tail of its log.
     """
     pending = dict(checks)
-    deadline = time.monotonic() + timeout_s
-    while pending:
+
+    def one_round() -> dict[str, Any]:
+        """Run the checks still pending; raise at once if a watched program died."""
         for name, check in list(pending.items()):
             if check():
                 pending.pop(name)
@@ -322,14 +325,23 @@ def wait_until(
                     f"{name} is {state} during start-up; log {supervisor.log_file(name)}:\n"
                     f"{tail(supervisor.log_file(name))}"
                 )
-        if pending and time.monotonic() > deadline:
-            name = next(iter(pending))
-            raise SupervisorError(
-                f"{name} did not become ready within {timeout_s:.0f}s; log "
-                f"{supervisor.log_file(name)}:\n{tail(supervisor.log_file(name))}"
-            )
-        if pending:
-            time.sleep(poll_s)
+        return pending
+
+    # tenacity repeats the round while checks are pending; a SupervisorError ends it at once.
+    retrying = Retrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(poll_s),
+        retry=retry_if_result(bool),
+        reraise=True,
+    )
+    try:
+        retrying(one_round)
+    except RetryError:
+        name = next(iter(pending))
+        raise SupervisorError(
+            f"{name} did not become ready within {timeout_s:.0f}s; log "
+            f"{supervisor.log_file(name)}:\n{tail(supervisor.log_file(name))}"
+        ) from None
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -143,3 +143,44 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
     after = _make("status", env)
     assert after.returncode != 0
     assert "no stack runs" in after.stdout
+
+
+class _FakeSupervisor:
+    """The two calls wait_until makes of a supervisor: a program's state and its log file."""
+
+    def __init__(self, tmp_path: Path, states: dict[str, str]) -> None:
+        self.states = states
+        self.tmp_path = tmp_path
+
+    def state(self, name: str) -> str:
+        return self.states.get(name, "RUNNING")
+
+    def log_file(self, name: str) -> Path:
+        path = self.tmp_path / f"{name}.log"
+        path.write_text(f"last words of {name}\n")
+        return path
+
+
+def test_wait_until_returns_once_every_check_passes(tmp_path):
+    from stack.supervisor import wait_until
+
+    calls = {"n": 0}
+
+    def ready_on_third_call() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    wait_until(_FakeSupervisor(tmp_path, {}), {"web": ready_on_third_call}, 30, poll_s=0.01)
+    assert calls["n"] == 3
+
+
+def test_wait_until_names_the_program_that_died_or_never_became_ready(tmp_path):
+    from stack.supervisor import SupervisorError, wait_until
+
+    dead = _FakeSupervisor(tmp_path, {"db": "FATAL"})
+    with pytest.raises(SupervisorError, match=r"(?s)db is FATAL during start-up.*last words of db"):
+        wait_until(dead, {"web": lambda: False}, 30, watch=["db"], poll_s=0.01)
+    with pytest.raises(
+        SupervisorError, match=r"(?s)web did not become ready within 0s.*last words of web"
+    ):
+        wait_until(_FakeSupervisor(tmp_path, {}), {"web": lambda: False}, 0.05, poll_s=0.01)
