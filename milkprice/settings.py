@@ -6,19 +6,28 @@ Standard variables keep their standard names (``AWS_ENDPOINT_URL``, ``MLFLOW_TRA
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["STACK_FILE", "Settings", "Source", "get_settings"]
+__all__ = ["SNIIM_LECHE_URL_TEMPLATE", "STACK_FILE", "Settings", "Source", "get_settings"]
 
 # The file in the state folder (STATE_DIR) where `make up` records its stack; read by one-off
 # runs to reuse its Prefect server.
 STACK_FILE = "stack.json"
 
 Source = Literal["local", "s3"]
+
+# Public SNIIM file pattern seen in parsers of people who used the real publication (one file per
+# publication day, DDMMYYYY); plausible, not verified here: nothing reaches the network in tests.
+SNIIM_LECHE_URL_TEMPLATE = (
+    "https://www.economia-sniim.gob.mx/SNIIM-Archivosfuente/Comentarios/Otros/"
+    "Leche{day:%d%m%Y}.xlsx"
+)
 
 
 class Settings(BaseSettings):
@@ -150,6 +159,64 @@ class Settings(BaseSettings):
         validation_alias="MILKPRICE_WORK_POOL",
         description="Prefect work pool (type process) the cluster deployments go to.",
     )
+
+    timezone: str = Field(
+        "America/Mexico_City",
+        validation_alias="MILKPRICE_TIMEZONE",
+        description="IANA time zone of every schedule, and where year=0/month=0 and day=None "
+        "resolve (the previous month / the day of a run's scheduled time in this zone).",
+    )
+    sniim_url_template: str = Field(
+        SNIIM_LECHE_URL_TEMPLATE,
+        validation_alias="MILKPRICE_SNIIM_URL_TEMPLATE",
+        description="URL of a day's SNIIM milk publication: a Python format string over `day` "
+        "(a datetime.date), e.g. '.../Leche{day:%d%m%Y}.xlsx'.",
+    )
+    sniim_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        validation_alias="MILKPRICE_SNIIM_TIMEOUT_SECONDS",
+        description="How long one download of a publication may take before it counts as failed.",
+    )
+    catch_up_days: int = Field(
+        31,
+        ge=0,
+        validation_alias="MILKPRICE_CATCH_UP_DAYS",
+        description="How far back the ingest flow looks for publication days missing since "
+        "the lake's newest date.",
+    )
+    stale_lake_days: int = Field(
+        7,
+        ge=1,
+        validation_alias="MILKPRICE_STALE_LAKE_DAYS",
+        description="Alert when the lake's newest publication is older than this many days.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"MILKPRICE_TIMEZONE={value!r} is not an IANA time zone") from exc
+        return value
+
+    @field_validator("sniim_url_template")
+    @classmethod
+    def _formattable_template(cls, value: str) -> str:
+        try:
+            value.format(day=date(2025, 1, 31))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ValueError(
+                f"MILKPRICE_SNIIM_URL_TEMPLATE={value!r} is not a format string over day "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The time zone of :attr:`timezone`."""
+        return ZoneInfo(self.timezone)
 
     @model_validator(mode="before")
     @classmethod

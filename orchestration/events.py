@@ -12,6 +12,9 @@ Events (resource ``milkprice.model.<registered model>`` unless said otherwise):
   sent by :func:`alert_on_failure`, the ``on_failure`` hook of every flow.
 - ``milkprice.data.ingested``: ``milkprice data ingest`` wrote months (resource
   ``milkprice.lake.<source>``); sent by :func:`emit_data_ingested`.
+- ``milkprice.month.closed``: the first publication of a month reached the lake, so the month
+  before it is complete (resource ``milkprice.lake.<source>``; payload ``source``, ``year``,
+  ``month`` of the closed month). ``train-milk-model`` is triggered by it.
 
 The deployments' triggers (:mod:`orchestration.deployments`) match these names.
 """
@@ -36,6 +39,7 @@ __all__ = [
     "CHAMPION_PROMOTED_EVENT",
     "DATA_INGESTED_EVENT",
     "FAILURE_ALERT_EVENT",
+    "MONTH_CLOSED_EVENT",
     "alert_on_failure",
     "emit_alerts",
     "emit_champion_promoted",
@@ -47,6 +51,7 @@ ALERT_EVENT_PREFIX = "milkprice.alert."
 ACCURACY_ALERT_EVENT = f"{ALERT_EVENT_PREFIX}accuracy"
 FAILURE_ALERT_EVENT = f"{ALERT_EVENT_PREFIX}failure"
 DATA_INGESTED_EVENT = "milkprice.data.ingested"
+MONTH_CLOSED_EVENT = "milkprice.month.closed"
 
 
 def _model_resource(settings: Settings) -> dict[str, str]:

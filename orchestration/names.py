@@ -11,6 +11,9 @@ __all__ = [
     "BACKFILL_MONTHS",
     "DAILY_FORECAST",
     "DAILY_TEST",
+    "INGEST_DEPLOYMENT",
+    "INGEST_FLOW",
+    "INGEST_SNIIM",
     "MONTHLY_MONITOR",
     "TRAINING_FLOW",
     "TRAIN_DEPLOYMENT",
@@ -23,5 +26,8 @@ DAILY_TEST = "daily-test"
 DAILY_FORECAST = "daily-forecast"
 MONTHLY_MONITOR = "monthly-monitor"
 BACKFILL_MONTHS = "backfill-months"
+INGEST_FLOW = "milk-price-ingest"
+INGEST_SNIIM = "ingest-sniim"
 # ``flow/deployment``, as run_deployment and the REST API's /deployments/name/ take it.
 TRAIN_DEPLOYMENT = f"{TRAINING_FLOW}/{TRAIN_MILK_MODEL}"
+INGEST_DEPLOYMENT = f"{INGEST_FLOW}/{INGEST_SNIIM}"

@@ -12,6 +12,8 @@ import urllib.request
 from datetime import date
 from pathlib import Path
 
+from milkprice.settings import SNIIM_LECHE_URL_TEMPLATE
+
 __all__ = [
     "SNIIM_LECHE_URL",
     "SNIIM_LECHE_URL_TEMPLATE",
@@ -20,9 +22,6 @@ __all__ = [
     "leche_publication_url",
 ]
 
-# Public SNIIM file pattern seen in parsers of people who used the real publication (one file per
-# publication day, DDMMYYYY); plausible, not verified here: nothing reaches the network in tests.
-SNIIM_LECHE_URL_TEMPLATE = "https://www.economia-sniim.gob.mx/SNIIM-Archivosfuente/Comentarios/Otros/Leche{day:%d%m%Y}.xlsx"
 SNIIM_LECHE_URL = SNIIM_LECHE_URL_TEMPLATE.format(day=date(2025, 7, 30))
 
 _MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
