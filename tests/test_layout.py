@@ -138,6 +138,6 @@ def test_names_typed_once_where_stack_cannot_import_them() -> None:
     # stack/ never imports orchestration/, so it repeats the training deployment's name once:
     # this holds the copy to the one definition.
     from orchestration.names import TRAIN_DEPLOYMENT
-    from stack import control
+    from stack import local as control
 
     assert control._SERVE_DEPLOYMENT == TRAIN_DEPLOYMENT
