@@ -17,14 +17,20 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-import time
 import xmlrpc.client
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_not_result,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
+)
 
 __all__ = [
     "FAILED_STATES",
@@ -205,11 +211,18 @@ class Supervisor:
                 check=False,
                 timeout=_DAEMON_TIMEOUT_S,
             )
-        deadline = time.monotonic() + _DAEMON_TIMEOUT_S
-        while done.returncode == 0 and time.monotonic() < deadline:
-            if self.running():
+        if done.returncode == 0:
+            # supervisord has forked into the background; ask its socket until it answers.
+            answering = Retrying(
+                stop=stop_after_delay(_DAEMON_TIMEOUT_S),
+                wait=wait_fixed(0.2),
+                retry=retry_if_not_result(bool),
+            )
+            try:
+                answering(self.running)
                 return
-            time.sleep(0.2)
+            except RetryError:
+                pass  # never answered: the same error as a failed start
         raise SupervisorError(
             f"supervisord -c {self.conf} did not start (exit {done.returncode}); see {log} and "
             f"{self.log_file(f'supervisord-{self.stack}')}"
