@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from tenacity import (
     RetryError,
     Retrying,
@@ -177,7 +178,8 @@ class Supervisor:
 
     def rpc(self) -> Any:
         """An XML-RPC proxy on supervisord's socket (``supervisor.getAllProcessInfo()``...)."""
-        from supervisor.xmlrpc import SupervisorTransport  # noqa: PLC0415 - [cluster] extra
+        # supervisor's XML-RPC client (medusa, ElementTree) loads only when a stack is driven.
+        from supervisor.xmlrpc import SupervisorTransport  # noqa: PLC0415  (keeps --help quick)
 
         transport = SupervisorTransport(None, None, f"unix://{self.socket}")
         return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
@@ -194,7 +196,7 @@ class Supervisor:
     def start_daemon(self, environ: Mapping[str, str]) -> None:
         """``supervisord -c conf`` (it daemonizes); return once it answers on its socket."""
         try:
-            import supervisor  # noqa: F401, PLC0415
+            import supervisor  # noqa: F401, PLC0415  (a probe: a clear error if it is missing)
         except ImportError:
             raise SupervisorError(
                 "supervisord is not installed: pip install 'milkprice[cluster]' (supervisor)"
@@ -249,8 +251,6 @@ class Supervisor:
         descendants; once supervisord is gone, any of those still alive is terminated (then
         killed) and named in the result.
         """
-        import psutil  # noqa: PLC0415 - [cluster] extra (a dependency of distributed)
-
         watched: list[psutil.Process] = []
         for info in self.processes():
             if int(info["pid"]) <= 0:
@@ -277,8 +277,6 @@ class Supervisor:
 
 
 def _process_or_none(pid: int | None) -> Any:
-    import psutil  # noqa: PLC0415
-
     if pid is None:
         return None
     try:
@@ -288,8 +286,6 @@ def _process_or_none(pid: int | None) -> Any:
 
 
 def _name(proc: Any) -> str:
-    import psutil  # noqa: PLC0415
-
     try:
         return " ".join(proc.cmdline()[:3]) or proc.name()
     except psutil.Error:
@@ -297,8 +293,6 @@ def _name(proc: Any) -> str:
 
 
 def _terminate(proc: Any) -> None:
-    import psutil  # noqa: PLC0415
-
     try:
         proc.terminate()
         proc.wait(timeout=10)
