@@ -7,6 +7,7 @@ Prefect is imported only by the commands that use it, so ``milkprice data ...`` 
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -26,6 +27,14 @@ from milkprice_cli.data import (
 )
 from milkprice_cli.data import main as root_callback
 from milkprice_cli.evaluation import accuracy_command, make_backtest_command
+
+# Neither module imports Prefect: they check for a running server and name the errors.
+from orchestration.dask_cluster import DaskUnavailableError
+from orchestration.prefect_server import (
+    PrefectApiUnavailableError,
+    check_prefect_api,
+    use_running_server,
+)
 from stack.control import stack_app
 
 if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfill command loads it
@@ -48,7 +57,7 @@ __all__ = [
 
 def _emit_ingested(source: Source, report: dict[str, object]) -> str:
     """After `data ingest`: tell Prefect (the monthly-monitor trigger) which months arrived."""
-    from orchestration.events import emit_data_ingested  # noqa: PLC0415 - Prefect
+    from orchestration.events import emit_data_ingested  # noqa: PLC0415  (Prefect, on demand)
 
     return emit_data_ingested(source, report)
 
@@ -73,11 +82,8 @@ def _backtest_on_dask(
     address: str, source: Source, first: Month, last: Month, models: tuple[str, ...]
 ) -> PublishedBacktest:
     """`backtest --dask-address`: the backtest flow with its month tasks on the cluster."""
-    from orchestration.prefect_server import use_running_server  # noqa: PLC0415
-
     use_running_server()  # before Prefect is imported: the `make up` server when it runs
-    from orchestration.dask_cluster import DaskUnavailableError  # noqa: PLC0415 - Prefect, Dask
-    from orchestration.flows.backtest_flow import backtest_on_dask  # noqa: PLC0415
+    from orchestration.flows.backtest_flow import backtest_on_dask  # noqa: PLC0415  (Prefect)
 
     try:
         return backtest_on_dask(address, source, first, last, models)
@@ -107,7 +113,7 @@ def serve_command(
 
     Needs a Prefect server: `make up`, or `prefect server start` and PREFECT_API_URL.
     """
-    from orchestration.serve import serve_all  # noqa: PLC0415 - imports Prefect
+    from orchestration.serve import serve_all  # noqa: PLC0415  (Prefect, for this command only)
 
     raise typer.Exit(serve_all(pause_on_shutdown=pause_on_shutdown))
 
@@ -127,13 +133,13 @@ def deploy_command(
     Same schedules and triggers as `milkprice serve` (which it replaces on the Prefect server).
     Needs a Prefect server: `make up`, or `prefect server start` and PREFECT_API_URL.
     """
-    from orchestration.pool import WorkPoolTypeError, default_pool, deploy_to_pool  # noqa: PLC0415
-    from orchestration.prefect_server import (  # noqa: PLC0415
-        PrefectApiUnavailableError,
-        use_running_server,
+    use_running_server()  # before Prefect is imported: the `make up` server when it runs
+    from orchestration.pool import (  # noqa: PLC0415  (Prefect, for this command only)
+        WorkPoolTypeError,
+        default_pool,
+        deploy_to_pool,
     )
 
-    use_running_server()
     chosen = pool or default_pool()
     with reporting_user_errors(PrefectApiUnavailableError, WorkPoolTypeError):
         names = deploy_to_pool(chosen)
@@ -157,10 +163,11 @@ def api_command(
     without a restart (MILKPRICE_API_RELOAD_SECONDS). Docs at http://HOST:PORT/docs. Beyond
     loopback, /admin/reload needs MILKPRICE_API_ADMIN_TOKEN (the API refuses to start without).
     """
-    import uvicorn  # noqa: PLC0415 - only this command needs the server
+    # The API's stack (uvicorn, FastAPI, MLflow) loads for this command only.
+    import uvicorn  # noqa: PLC0415  (the server, for `api` only)
 
-    from milkprice.serving.api import create_app  # noqa: PLC0415 - imports MLflow
-    from milkprice.serving.guards import ExposureError, check_exposure  # noqa: PLC0415
+    from milkprice.serving.api import create_app  # noqa: PLC0415  (MLflow, FastAPI)
+    from milkprice.serving.guards import ExposureError, check_exposure  # noqa: PLC0415  (FastAPI)
 
     with reporting_user_errors(ExposureError):
         settings = get_settings()
@@ -220,16 +227,13 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
     code version. Exit code 1 when any month failed.
     """
     first, last = parse_month("--start", start), parse_month("--end", end)
-    from milkprice.pipeline.backfill import backfill_months  # noqa: PLC0415
-    from orchestration.backfill import DeploymentNotServedError, run_backfill  # noqa: PLC0415
-    from orchestration.dask_cluster import DaskUnavailableError  # noqa: PLC0415
-    from orchestration.prefect_server import (  # noqa: PLC0415
-        PrefectApiUnavailableError,
-        check_prefect_api,
-        use_running_server,
+    use_running_server()  # the `make up` server when it runs, instead of a temporary one
+    from milkprice.pipeline.backfill import backfill_months  # noqa: PLC0415  (MLflow)
+    from orchestration.backfill import (  # noqa: PLC0415  (Prefect, MLflow)
+        DeploymentNotServedError,
+        run_backfill,
     )
 
-    use_running_server()  # the `make up` server when it runs, instead of a temporary one
     out = console()
     with reporting_user_errors(
         DeploymentNotServedError, PrefectApiUnavailableError, DaskUnavailableError
@@ -246,7 +250,7 @@ def backfill_command(  # noqa: PLR0917 - one parameter per CLI option
             else "in process"
         )
         if via_deployment:
-            from prefect.settings import get_current_settings  # noqa: PLC0415
+            from prefect.settings import get_current_settings  # noqa: PLC0415  (Prefect)
 
             check_prefect_api(get_current_settings().api.url)
         with progress_bar(out) as progress:
@@ -298,9 +302,10 @@ def forecast_command(
     Writes forecasts/cutoff=.../forecast.parquet, and a CSV and plots under reports/, to the
     lake. Exit code 2 when no champion exists yet (run the training flow first).
     """
-    from datetime import date  # noqa: PLC0415
-
-    from milkprice.serving.loader import NoChampionError, resolve_version  # noqa: PLC0415
+    from milkprice.serving.loader import (  # noqa: PLC0415  (MLflow, LightGBM)
+        NoChampionError,
+        resolve_version,
+    )
 
     try:
         day = date.fromisoformat(cutoff) if cutoff is not None else None
@@ -311,7 +316,7 @@ def forecast_command(
     try:
         resolve_version(settings)  # fail in a second, before Prefect starts
         with reporting_user_errors():
-            from orchestration.flows.forecast_flow import forecast  # noqa: PLC0415
+            from orchestration.flows.forecast_flow import forecast  # noqa: PLC0415  (Prefect)
 
             result = forecast(source=chosen, cutoff=day, series=series or None)
     except NoChampionError as exc:
@@ -347,7 +352,7 @@ def monitor_command(
     MILKPRICE_ALERT_WEBHOOK when it is set. Exit code 0 even when alerts fire.
     """
     with reporting_user_errors():
-        from orchestration.flows.monitor_flow import monitor  # noqa: PLC0415 - imports Prefect
+        from orchestration.flows.monitor_flow import monitor  # noqa: PLC0415  (Prefect)
 
         result = monitor(source=source or get_settings().source, year=year, month=month)
     out = console()

@@ -28,6 +28,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from prefect import tags
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings, temporary_settings
+
 from milkprice.data.lake import Lake
 from milkprice.months import Month
 from milkprice.pipeline.backfill import (
@@ -42,6 +48,9 @@ from milkprice.pipeline.backfill import (
 )
 from milkprice.pipeline.training_run import code_version
 from milkprice.settings import Settings, Source
+from orchestration.dask_cluster import dask_task_runner
+from orchestration.flows.backfill_dask_flow import backfill_on_dask
+from orchestration.flows.main_flow import main
 from orchestration.names import TRAIN_DEPLOYMENT
 
 __all__ = [
@@ -82,10 +91,6 @@ def _failed_row(month: Month, exc: BaseException) -> BackfillRow:
 
 
 def _train_month(month: Month, source: Source) -> BackfillRow:
-    from prefect import tags  # noqa: PLC0415 - keeps planning importable without Prefect
-
-    from orchestration.flows.main_flow import main  # noqa: PLC0415
-
     try:
         with tags("backfill"):
             result = main.with_options(flow_run_name=f"backfill-{month}")(
@@ -102,9 +107,6 @@ def _start_prefect_client() -> None:
     Its default start-up timeout (20 s) is short for a busy 2-core machine; a longer one only
     applies when the user has not chosen a longer one.
     """
-    from prefect.client.orchestration import get_client  # noqa: PLC0415
-    from prefect.settings import get_current_settings, temporary_settings  # noqa: PLC0415
-
     timeout = max(get_current_settings().server.ephemeral.startup_timeout_seconds, 90)
     with (
         temporary_settings(updates={"server.ephemeral.startup_timeout_seconds": timeout}),
@@ -146,9 +148,6 @@ def run_in_process(
 
 
 def _check_deployment_served(name: str) -> None:
-    from prefect.client.orchestration import get_client  # noqa: PLC0415
-    from prefect.exceptions import ObjectNotFound  # noqa: PLC0415
-
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(name)
@@ -172,8 +171,6 @@ def _run_month(plan: MonthPlan, source: Source, key: str, timeout: float | None)
     ``timeout=0`` returns the run at once; ``None`` waits until it ends (Prefect polls it). Only
     the first call links the run to a backfill flow as its subflow: the wait adds no task run.
     """
-    from prefect.deployments import run_deployment  # noqa: PLC0415
-
     return run_deployment(
         DEPLOYMENT_NAME,
         parameters={"source": source, "year": plan.month.year, "month": plan.month.month},
@@ -272,11 +269,6 @@ def run_on_dask(
         orchestration.dask_cluster.DaskUnavailableError: no scheduler, no worker, or no
             Prefect API the workers can reach.
     """
-    from prefect import tags  # noqa: PLC0415 - keeps planning importable without Prefect
-
-    from orchestration.dask_cluster import dask_task_runner  # noqa: PLC0415
-    from orchestration.flows.backfill_dask_flow import backfill_on_dask  # noqa: PLC0415
-
     todo = [plan for plan in plans if not plan.skip]
     if not todo:
         return []

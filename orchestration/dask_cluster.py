@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from orchestration.prefect_server import PrefectApiUnavailableError, check_prefect_api
+
 if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
 
@@ -24,9 +26,8 @@ class DaskUnavailableError(RuntimeError):
 
 
 def _check_prefect_api() -> str:
-    from prefect.settings import get_current_settings  # noqa: PLC0415
-
-    from orchestration.prefect_server import PrefectApiUnavailableError, check_prefect_api  # noqa: PLC0415
+    # The CLI imports this module for DaskUnavailableError: Prefect loads on use only.
+    from prefect.settings import get_current_settings  # noqa: PLC0415  (Prefect, on use)
 
     api_url = get_current_settings().api.url
     if not api_url:

@@ -16,6 +16,13 @@ git clone, image or storage block. The worker's environment (``PREFECT_API_URL``
 
 from __future__ import annotations
 
+# Prefect at module level: only `milkprice deploy` imports this module, and it needs Prefect.
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import get_current_settings
+from prefect.workers.process import ProcessWorker
+
 from milkprice.settings import get_settings
 from orchestration.deployments import POOL_DEPLOYMENTS
 from orchestration.prefect_server import check_prefect_api
@@ -35,11 +42,6 @@ def ensure_work_pool(pool: str) -> bool:
     Raises:
         WorkPoolTypeError: ``pool`` exists with another type.
     """
-    from prefect.client.orchestration import get_client  # noqa: PLC0415 - heavy import
-    from prefect.client.schemas.actions import WorkPoolCreate  # noqa: PLC0415
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound  # noqa: PLC0415
-    from prefect.workers.process import ProcessWorker  # noqa: PLC0415
-
     with get_client(sync_client=True) as client:
         try:
             existing = client.read_work_pool(pool)
@@ -82,8 +84,6 @@ def deploy_to_pool(pool: str) -> list[str]:
             ``PREFECT_API_URL`` (a temporary one would forget the deployments at exit).
         WorkPoolTypeError: ``pool`` exists with another type.
     """
-    from prefect.settings import get_current_settings  # noqa: PLC0415 - heavy import
-
     check_prefect_api(get_current_settings().api.url)
     ensure_work_pool(pool)
     names = []

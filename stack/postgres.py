@@ -24,9 +24,10 @@ import shutil
 import signal
 import stat
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
+
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 __all__ = [
     "PG_SUPERUSER",
@@ -250,18 +251,25 @@ def wait_ready(port: int, timeout_s: float) -> None:
     """
     import psycopg2  # noqa: PLC0415
 
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            with _connect(port, timeout_s=2) as connection, connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-            connection.close()
-            return
-        except psycopg2.OperationalError as exc:
-            last = exc
-            time.sleep(0.2)
-    raise TimeoutError(f"PostgreSQL on {_HOST}:{port} did not answer within {timeout_s}s: {last}")
+    def answer() -> None:
+        with _connect(port, timeout_s=2) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        connection.close()
+
+    # A refused or not-yet-accepting server is an OperationalError: ask again; anything else
+    # (a wrong driver, a bug) ends the wait at once.
+    answering = Retrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(0.2),
+        retry=retry_if_exception_type(psycopg2.OperationalError),
+    )
+    try:
+        answering(answer)
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        raise TimeoutError(
+            f"PostgreSQL on {_HOST}:{port} did not answer within {timeout_s}s: {last}"
+        ) from None
 
 
 def create_database(port: int, name: str) -> None:

@@ -17,14 +17,21 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-import time
 import xmlrpc.client
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+import psutil
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_not_result,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
+)
 
 __all__ = [
     "FAILED_STATES",
@@ -171,7 +178,8 @@ class Supervisor:
 
     def rpc(self) -> Any:
         """An XML-RPC proxy on supervisord's socket (``supervisor.getAllProcessInfo()``...)."""
-        from supervisor.xmlrpc import SupervisorTransport  # noqa: PLC0415 - [cluster] extra
+        # supervisor's XML-RPC client (medusa, ElementTree) loads only when a stack is driven.
+        from supervisor.xmlrpc import SupervisorTransport  # noqa: PLC0415  (keeps --help quick)
 
         transport = SupervisorTransport(None, None, f"unix://{self.socket}")
         return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
@@ -188,7 +196,7 @@ class Supervisor:
     def start_daemon(self, environ: Mapping[str, str]) -> None:
         """``supervisord -c conf`` (it daemonizes); return once it answers on its socket."""
         try:
-            import supervisor  # noqa: F401, PLC0415
+            import supervisor  # noqa: F401, PLC0415  (a probe: a clear error if it is missing)
         except ImportError:
             raise SupervisorError(
                 "supervisord is not installed: pip install 'milkprice[cluster]' (supervisor)"
@@ -205,11 +213,18 @@ class Supervisor:
                 check=False,
                 timeout=_DAEMON_TIMEOUT_S,
             )
-        deadline = time.monotonic() + _DAEMON_TIMEOUT_S
-        while done.returncode == 0 and time.monotonic() < deadline:
-            if self.running():
+        if done.returncode == 0:
+            # supervisord has forked into the background; ask its socket until it answers.
+            answering = Retrying(
+                stop=stop_after_delay(_DAEMON_TIMEOUT_S),
+                wait=wait_fixed(0.2),
+                retry=retry_if_not_result(bool),
+            )
+            try:
+                answering(self.running)
                 return
-            time.sleep(0.2)
+            except RetryError:
+                pass  # never answered: the same error as a failed start
         raise SupervisorError(
             f"supervisord -c {self.conf} did not start (exit {done.returncode}); see {log} and "
             f"{self.log_file(f'supervisord-{self.stack}')}"
@@ -236,8 +251,6 @@ class Supervisor:
         descendants; once supervisord is gone, any of those still alive is terminated (then
         killed) and named in the result.
         """
-        import psutil  # noqa: PLC0415 - [cluster] extra (a dependency of distributed)
-
         watched: list[psutil.Process] = []
         for info in self.processes():
             if int(info["pid"]) <= 0:
@@ -264,8 +277,6 @@ class Supervisor:
 
 
 def _process_or_none(pid: int | None) -> Any:
-    import psutil  # noqa: PLC0415
-
     if pid is None:
         return None
     try:
@@ -275,8 +286,6 @@ def _process_or_none(pid: int | None) -> Any:
 
 
 def _name(proc: Any) -> str:
-    import psutil  # noqa: PLC0415
-
     try:
         return " ".join(proc.cmdline()[:3]) or proc.name()
     except psutil.Error:
@@ -284,8 +293,6 @@ def _name(proc: Any) -> str:
 
 
 def _terminate(proc: Any) -> None:
-    import psutil  # noqa: PLC0415
-
     try:
         proc.terminate()
         proc.wait(timeout=10)

@@ -12,6 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,18 +46,25 @@ def free_port() -> int:
 
 def wait_for_http(url: str, timeout_s: float = 30.0) -> None:
     """Poll ``url`` until it answers (any HTTP status) or fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+
+    def answer() -> None:
         try:
-            urllib.request.urlopen(url, timeout=2)
-            return
+            with urllib.request.urlopen(url, timeout=2):
+                pass
         except urllib.error.HTTPError:
-            return
-        except OSError as exc:
-            last = exc
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout_s}s: {last}")
+            return  # an error status is an answer: the server is up
+
+    # Refused or reset connections (OSError) are asked again until the timeout.
+    answering = Retrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(0.2),
+        retry=retry_if_exception_type(OSError),
+    )
+    try:
+        answering(answer)
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        raise TimeoutError(f"{url} did not answer within {timeout_s}s: {last}") from None
 
 
 @pytest.fixture(scope="session")
@@ -278,34 +293,54 @@ def http_json(url: str, body: object | None = None) -> object:
     return json.loads(response.data)
 
 
+_FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 def wait_deployment_polled(api_url: str, name: str, since: float, timeout_s: float = 240) -> dict:
     """Wait until a serving process has polled deployment ``name`` after ``since`` (epoch s)."""
     from datetime import datetime
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def polled_deployment() -> dict | None:
+        """The deployment once it is READY and polled after ``since``; else None."""
         try:
             found = http_json(f"{api_url}/deployments/name/{name}")
         except OSError:
-            found = None
+            return None  # not created yet (404) or the server is busy: ask again
         if isinstance(found, dict) and found.get("last_polled"):
             polled = datetime.fromisoformat(found["last_polled"].replace("Z", "+00:00"))
             if polled.timestamp() >= since and found.get("status") == "READY":
                 return found
-        time.sleep(1)
-    raise TimeoutError(f"deployment {name} was not served within {timeout_s}s")
+        return None
+
+    waiting = Retrying(
+        stop=stop_after_delay(timeout_s), wait=wait_fixed(1), retry=retry_if_result(_is_none)
+    )
+    try:
+        return waiting(polled_deployment)
+    except RetryError:
+        raise TimeoutError(f"deployment {name} was not served within {timeout_s}s") from None
 
 
 def wait_flow_run_final(api_url: str, flow_run_id: str, timeout_s: float = 900) -> dict:
     """Poll a flow run until its state is final; return the flow run."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def final_run() -> dict | None:
+        """The flow run once its state is final; else None (an HTTP error ends the wait)."""
         run = http_json(f"{api_url}/flow_runs/{flow_run_id}")
         state = run.get("state") or {}
-        if state.get("type") in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
-            return run
-        time.sleep(2)
-    raise TimeoutError(f"flow run {flow_run_id} did not finish within {timeout_s}s")
+        return run if state.get("type") in _FINAL_STATES else None
+
+    waiting = Retrying(
+        stop=stop_after_delay(timeout_s), wait=wait_fixed(2), retry=retry_if_result(_is_none)
+    )
+    try:
+        return waiting(final_run)
+    except RetryError:
+        raise TimeoutError(f"flow run {flow_run_id} did not finish within {timeout_s}s") from None
 
 
 def training_env(
