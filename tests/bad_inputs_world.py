@@ -26,6 +26,7 @@ from sniim_workbook import small_frame, write_leche_workbook, write_rows
 from typer.testing import CliRunner
 
 from milkprice.data.lake import Lake
+from milkprice.data.lake_guard import LOCK_FOLDER
 from milkprice.months import Month
 
 __all__ = [
@@ -176,7 +177,8 @@ def snapshot(world: World) -> dict[str, str]:
     state: dict[str, str] = {}
     for name, folder in (("lake", world.lake_root), ("registry", world.registry)):
         for path in sorted(folder.rglob("*")):
-            if path.is_file():
+            # the lake's month locks (kept on purpose, see milkprice.data.lake_guard) are no data
+            if path.is_file() and path.relative_to(folder).parts[0] != LOCK_FOLDER:
                 state[f"{name}:{path.relative_to(folder)}"] = _sha(path.read_bytes())
     client = world.s3()
     for bucket in client.list_buckets()["Buckets"]:

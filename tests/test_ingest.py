@@ -16,7 +16,8 @@ from conftest import free_port
 from sniim_workbook import small_frame, write_leche_workbook, write_rows
 
 from milkprice.data.ingest import IngestReport, ingest_publication
-from milkprice.data.lake import Lake, LakeError
+from milkprice.data.lake import Lake, LakeError, MonthMerge
+from milkprice.data.lake_guard import LOCK_FOLDER
 from milkprice.data.schema import normalize_frame
 from milkprice.data.sniim import SniimFormatError
 from milkprice.data.sniim_download import SniimDownloadError
@@ -26,10 +27,18 @@ JUNE, JULY = Month(2025, 6), Month(2025, 7)
 
 
 def snapshot(lake: Lake) -> dict[str, bytes]:
-    """Every file under the lake's base (partitions and any stray temporary file)."""
+    """Every file under the lake's base (partitions and any stray temporary file).
+
+    The month locks (``.locks/``, kept on purpose: see milkprice.data.lake_guard) are no data.
+    """
     if not lake.fs.exists(lake.base_uri):
         return {}
-    return {path: bytes(lake.fs.cat_file(path)) for path in sorted(lake.fs.find(lake.base_uri))}
+    locks = f"{lake.base_uri.rstrip('/')}/{LOCK_FOLDER}/"
+    return {
+        path: bytes(lake.fs.cat_file(path))
+        for path in sorted(lake.fs.find(lake.base_uri))
+        if not path.startswith(locks)
+    }
 
 
 def lake_frame(lake: Lake) -> pd.DataFrame:
@@ -270,16 +279,16 @@ def test_failed_write_puts_back_the_months_already_written(
     # touches June (existing), August (new), then September, whose write fails
     newer = small_frame(["2025-06-20", "2025-08-01", "2025-09-03"], seed=3)
     path = write_leche_workbook(newer, tmp_path / "newer.xlsx")
-    original = Lake.write_month
+    original = Lake.update_month
     attempted = []
 
-    def failing_write(self: Lake, month: Month, frame: pd.DataFrame):
+    def failing_write(self: Lake, month: Month, merge: MonthMerge):
         attempted.append(month)
         if month == Month(2025, 9):
             raise LakeError(f"cannot write {month} in the lake at {self.base_uri}: disk full")
-        return original(self, month, frame)
+        return original(self, month, merge)
 
-    monkeypatch.setattr(Lake, "write_month", failing_write)
+    monkeypatch.setattr(Lake, "update_month", failing_write)
     with pytest.raises(LakeError, match="disk full"):
         ingest_publication(str(path), local_lake)
     monkeypatch.undo()

@@ -2,26 +2,56 @@
 
 Layout: ``<base>/monthly/YYYY/MM/YYYY-MM-data.parquet``. Local and S3 lakes differ only in
 their base URI (and the endpoint in the storage options); fsspec does the rest. Every read and
-write is validated (:mod:`milkprice.data.schema`); writes are atomic and deterministic.
+write is validated (:mod:`milkprice.data.schema`); writes are atomic and deterministic, and a
+month is changed by one read-merge-write (:meth:`Lake.update_month`) that concurrent writers
+cannot interleave (:mod:`milkprice.data.lake_guard`).
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import io
-import re
-import uuid
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import fsspec
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+from tenacity import RetryError
 
+from milkprice.data.lake_guard import (
+    DEFAULT_UPDATE_TIMEOUT_S,
+    LOCK_FOLDER,
+    LockTimeout,
+    flush_to_disk,
+    held_locks,
+    remove_stale_temporaries,
+    temporary_path,
+)
+from milkprice.data.lake_s3 import (
+    WriteConflict,
+    check_bucket,
+    conflict_retrying,
+    delete_if_unchanged,
+    put_if_unchanged,
+    read_with_etag,
+    s3_failure,
+    with_s3_defaults,
+)
+from milkprice.data.partition import (
+    PARTITION_RE,
+    LakeError,
+    LakeWindow,
+    MonthMerge,
+    PartitionWrite,
+    frame_fingerprint,
+    partition_key,
+    serialize_partition,
+)
 from milkprice.data.schema import (
     COLUMNS,
     LakeDataError,
@@ -36,106 +66,25 @@ __all__ = [
     "Lake",
     "LakeError",
     "LakeWindow",
+    "MonthMerge",
     "PartitionWrite",
     "frame_fingerprint",
     "partition_key",
     "serialize_partition",
 ]
 
-_ARROW_SCHEMA = pa.schema(
-    [
-        ("Fecha", pa.timestamp("ns")),
-        ("Estado", pa.string()),
-        ("Ciudad", pa.string()),
-        ("Tipo", pa.string()),
-        ("Canal", pa.string()),
-        ("Precio", pa.float64()),
-    ]
-)
-_PARTITION_RE = re.compile(r"monthly/(\d{4})/(\d{2})/(\d{4})-(\d{2})-data\.parquet$")
-# botocore's defaults (5 attempts with backoff, per request; two bucket probes) make an endpoint
-# that is down take ~20 s to report; a lake call should fail within a few seconds instead.
-_S3_CONFIG_DEFAULTS: dict[str, object] = {
-    "connect_timeout": 5,
-    "retries": {"total_max_attempts": 3, "mode": "standard"},
-}
-
-
-def _with_defaults(base_uri: str, storage_options: dict[str, object]) -> dict[str, object]:
-    """Storage options with the lake's S3 defaults; anything the caller gave wins."""
-    # deep copies: botocore fills in the nested dicts it is given (e.g. a retry "mode")
-    options = copy.deepcopy(storage_options)
-    protocol, _ = fsspec.core.split_protocol(base_uri)
-    if protocol not in ("s3", "s3a"):
-        return options
-    # Another process (the monthly flow) adds partitions while this one (the API) runs:
-    # s3fs's listing cache never expires, so it would hide them; always list afresh.
-    options.setdefault("use_listings_cache", False)
-    given = options.get("config_kwargs")
-    options["config_kwargs"] = {
-        **copy.deepcopy(_S3_CONFIG_DEFAULTS),
-        **(given if isinstance(given, dict) else {}),
-    }
-    return options
-
-
-class LakeError(RuntimeError):
-    """The lake cannot be reached or used (missing bucket, endpoint down, unreadable file)."""
-
-
-def partition_key(month: Month) -> str:
-    """The one place that says where a month lives, relative to the lake's base."""
-    return f"monthly/{month.year:04d}/{month.month:02d}/{month}-data.parquet"
-
-
-def serialize_partition(frame: pd.DataFrame) -> bytes:
-    """Parquet bytes of a clean frame; the same rows always give the same bytes."""
-    table = pa.Table.from_pandas(frame.loc[:, COLUMNS], schema=_ARROW_SCHEMA, preserve_index=False)
-    table = table.replace_schema_metadata(None)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", write_statistics=True)
-    return buffer.getvalue()
-
-
-def frame_fingerprint(frame: pd.DataFrame) -> str:
-    """Short content hash of rows (order-sensitive: pass canonical frames)."""
-    hashed = pd.util.hash_pandas_object(frame.loc[:, COLUMNS], index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class PartitionWrite:
-    """What a write did: where, how many rows, the content fingerprint, and whether bytes changed."""
-
-    month: Month
-    path: str
-    rows: int
-    fingerprint: str
-    changed: bool
-    summary: ValidationSummary
-
-
-@dataclass
-class LakeWindow:
-    """Rows of several months read together, and which of the asked months were absent."""
-
-    frame: pd.DataFrame
-    present: list[Month]
-    missing: list[Month]
-    summaries: list[ValidationSummary] = field(default_factory=list)
-
-    @property
-    def fingerprint(self) -> str:
-        """Fingerprint of everything read (identifies the training data of a run)."""
-        return frame_fingerprint(self.frame)
-
 
 @dataclass(frozen=True)
 class Lake:
-    """A lake at ``base_uri`` (a local folder or ``s3://bucket/prefix``)."""
+    """A lake at ``base_uri`` (a local folder or ``s3://bucket/prefix``).
+
+    ``update_timeout_s`` bounds how long an update of a month waits for other writers of it
+    (the local lock; S3 writes that lost a race), before a :class:`LakeError`.
+    """
 
     base_uri: str
     storage_options: dict[str, object] = field(default_factory=dict)
+    update_timeout_s: float = DEFAULT_UPDATE_TIMEOUT_S
 
     @classmethod
     def from_settings(cls, settings: Settings, source: Source | None = None) -> Lake:
@@ -144,7 +93,7 @@ class Lake:
 
     @cached_property
     def _fs_and_root(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        options = _with_defaults(self.base_uri, self.storage_options)
+        options = with_s3_defaults(self.base_uri, self.storage_options)
         fs, root = fsspec.core.url_to_fs(self.base_uri, **options)
         return fs, root.rstrip("/")
 
@@ -170,55 +119,15 @@ class Lake:
         """Full URI of a month's partition, as shown to users."""
         return f"{self.base_uri.rstrip('/')}/{partition_key(month)}"
 
-    @property
-    def _endpoint(self) -> str:
-        """The S3 endpoint the lake talks to, as users configure it (AWS_ENDPOINT_URL)."""
-        found = getattr(self.fs, "endpoint_url", None) or self.storage_options.get("endpoint_url")
-        return str(found or "AWS S3")
-
-    @property
-    def _attempts(self) -> object:
-        """Attempts botocore makes per S3 request (its retry settings, see _S3_CONFIG_DEFAULTS)."""
-        retries = (getattr(self.fs, "config_kwargs", None) or {}).get("retries") or {}
-        if "total_max_attempts" in retries:
-            return retries["total_max_attempts"]
-        return retries["max_attempts"] + 1 if "max_attempts" in retries else "botocore's default"
-
     def _guard(self, action: str, exc: Exception) -> LakeError:
         if self.is_local:
             return LakeError(f"cannot {action} in the lake at {self.base_uri}: {exc}")
-        # An S3 failure reaches here only after botocore's own retries (standard mode): say
-        # where the lake is, which endpoint failed and how often it was tried.
-        return LakeError(
-            f"cannot {action} in the lake at {self.base_uri}: the S3 endpoint {self._endpoint} "
-            f"failed after {self._attempts} attempts per request ({type(exc).__name__}: {exc}); "
-            "check that it is up and that AWS_ENDPOINT_URL points at it"
-        )
+        return s3_failure(self.fs, self.storage_options, self.base_uri, action, exc)
 
     def check_reachable(self) -> None:
         """Fail with a clear message if the lake's base cannot be reached (bucket, endpoint)."""
-        if self.is_local:
-            return
-        bucket = self._root.split("/")[0]
-        endpoint = self._endpoint
-        try:
-            # s3fs's exists() swallows every error of its bucket probes and answers False, so an
-            # endpoint that is down would be reported as a missing bucket: ask S3 directly.
-            call_s3 = getattr(self.fs, "call_s3", None)
-            if call_s3 is not None:
-                call_s3("head_bucket", Bucket=bucket)
-            elif not self.fs.exists(bucket):
-                raise FileNotFoundError(bucket)
-        except FileNotFoundError:
-            raise LakeError(
-                f"bucket {bucket!r} does not exist at {endpoint}; create it or set S3_BUCKET"
-            ) from None
-        except Exception as exc:  # botocore/aiohttp raise many types for an endpoint down
-            raise LakeError(
-                f"cannot reach bucket {bucket!r} of the lake at {self.base_uri} through the "
-                f"S3 endpoint {endpoint} after {self._attempts} attempts "
-                f"({type(exc).__name__}: {exc}); check AWS_ENDPOINT_URL and credentials"
-            ) from exc
+        if not self.is_local:
+            check_bucket(self.fs, self.storage_options, self.base_uri, self._root.split("/")[0])
 
     def list_months(self) -> list[Month]:
         """Months that have a partition, oldest first."""
@@ -232,7 +141,7 @@ class Lake:
             raise self._guard("list partitions", exc) from exc
         months = []
         for path in paths:
-            match = _PARTITION_RE.search(str(path))
+            match = PARTITION_RE.search(str(path))
             if match and match.group(1, 2) == match.group(3, 4):
                 months.append(Month(int(match.group(1)), int(match.group(2))))
         return sorted(set(months))
@@ -296,27 +205,142 @@ class Lake:
         return LakeWindow(combined, present, missing, summaries)
 
     def write_month(self, month: Month, frame: pd.DataFrame) -> PartitionWrite:
-        """Validate and write one month atomically.
+        """Validate and write one month atomically, replacing whatever it held.
 
-        On local disk the bytes go to a temporary file in the same folder, renamed over the
-        partition; on S3 they go in one PUT. Either way a reader sees the old partition or the
-        new one, never a part. Writing the same rows again leaves the bytes unchanged.
+        See :meth:`update_month` (the same path, whose merge ignores the rows there): a reader
+        sees the old partition or the new one, never a part. The same rows again leave the
+        bytes unchanged.
         """
-        clean, summary = validate_frame(frame, origin=self.uri(month), month=month)
-        data = serialize_partition(clean)
+        validate_frame(frame, origin=self.uri(month), month=month)  # bad rows: before any I/O
+        written = self._update(month, lambda _: frame)
+        assert written is not None
+        return written
+
+    def update_month(self, month: Month, merge: MonthMerge) -> PartitionWrite | None:
+        """Read a month, merge, write it back, with no other writer of the month in between.
+
+        ``merge`` gets the month's validated rows (``None`` if it has no partition) and returns
+        its new rows (``None``: remove the partition). On local disk the month's lock is held
+        throughout (and temporaries of killed writers are removed under it); on S3 the write
+        is conditional on the ETag read, and a lost race reads and merges again, so ``merge``
+        may run more than once and must depend only on what it is given.
+
+        Guarantee: two updates of one month never lose each other's rows; a crash (SIGKILL) at
+        any moment leaves the old or the new partition, readable. Across months an update is
+        not atomic: a crash between two months' writes leaves the first one new.
+
+        Returns:
+            What was written, or ``None`` when the month has no partition afterwards.
+
+        Raises:
+            LakeError: the lock stayed held, or every S3 write lost a race, for
+                ``update_timeout_s``; or the storage failed.
+            LakeDataError: the partition there, or the merged rows, fail validation.
+        """
+
+        def merged(data: bytes | None) -> pd.DataFrame | None:
+            return merge(None if data is None else self._parse(month, data)[0])
+
+        return self._update(month, merged)
+
+    def lock_path(self, month: Month) -> str:
+        """The local lock file of a month (outside ``monthly/``: never taken for a partition)."""
+        return f"{self._root}/{LOCK_FOLDER}/{month}.lock"
+
+    @contextmanager
+    def locked(self, months: Iterable[Month]) -> Iterator[None]:
+        """Hold the local locks of ``months`` (in month order: no deadlock) for the block.
+
+        An S3 lake has no locks (its updates are conditional writes), so this does nothing
+        there. Updates of these months inside the block do not wait for themselves.
+        """
+        if not self.is_local:
+            yield
+            return
+        chosen = sorted(set(months))
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(
+                    held_locks([self.lock_path(m) for m in chosen], self.update_timeout_s)
+                )
+            except LockTimeout as exc:
+                raise LakeError(
+                    f"cannot update {exc.lock_file.rsplit('/', 1)[-1].removesuffix('.lock')} "
+                    f"in the lake at {self.base_uri}: its lock {exc.lock_file} is held by "
+                    f"another writer (waited {exc.waited_s:.1f}s, the limit); another ingest "
+                    "of that month is still running: retry when it ends"
+                ) from None
+            yield
+
+    def _update(
+        self, month: Month, build: Callable[[bytes | None], pd.DataFrame | None]
+    ) -> PartitionWrite | None:
         self.check_reachable()
-        previous = self.read_bytes(month)
+        if self.is_local:
+            with self.locked([month]):
+                remove_stale_temporaries(self.path(month))
+                return self._update_once(month, build)
+        started = time.monotonic()
+        try:
+            for attempt in conflict_retrying(self.update_timeout_s):
+                with attempt:
+                    return self._update_once(month, build)
+        except RetryError as exc:
+            raise LakeError(
+                f"cannot update {month} in the lake at {self.base_uri}: "
+                f"{exc.last_attempt.attempt_number} conditional writes of {self.uri(month)} "
+                f"in {time.monotonic() - started:.1f}s each found it changed by another "
+                "writer; retry when the other writers are done"
+            ) from None
+        raise AssertionError("unreachable: tenacity returns or raises")  # pragma: no cover
+
+    def _update_once(
+        self, month: Month, build: Callable[[bytes | None], pd.DataFrame | None]
+    ) -> PartitionWrite | None:
         path = self.path(month)
-        if previous != data:
-            self._atomic_put(path, data)
+        if self.is_local:  # under the month's lock: nobody writes between read and write
+            data, etag = self.read_bytes(month), None
+        else:
+            try:
+                found = read_with_etag(self.fs, path)
+            except Exception as exc:
+                raise self._guard(f"read {month}", exc) from exc
+            data, etag = found if found is not None else (None, None)
+        frame = build(data)
+        if frame is None:
+            if data is not None:
+                self._remove(path, etag)
+            return None
+        clean, summary = validate_frame(frame, origin=self.uri(month), month=month)
+        new = serialize_partition(clean)
+        if new != data:
+            if self.is_local:
+                self._atomic_put(path, new)
+            else:
+                self._guarded(f"write {path}", lambda: put_if_unchanged(self.fs, path, new, etag))
         return PartitionWrite(
             month=month,
             path=self.uri(month),
             rows=len(clean),
             fingerprint=frame_fingerprint(clean),
-            changed=previous != data,
+            changed=new != data,
             summary=summary,
         )
+
+    def _remove(self, path: str, etag: str | None) -> None:
+        if etag is None:
+            self._guarded(f"remove {path}", lambda: self.fs.rm_file(path))
+        else:
+            self._guarded(f"remove {path}", lambda: delete_if_unchanged(self.fs, path, etag))
+
+    def _guarded(self, action: str, call: Callable[[], object]) -> None:
+        """Run a storage call; its failures become a :class:`LakeError` (conflicts stay)."""
+        try:
+            call()
+        except WriteConflict:
+            raise
+        except Exception as exc:
+            raise self._guard(action, exc) from exc
 
     def object_uri(self, key: str) -> str:
         """Full URI of any object of the lake (e.g. ``forecasts/cutoff=.../forecast.parquet``)."""
@@ -353,18 +377,19 @@ class Lake:
             raise self._guard(f"read {key}", exc) from exc
 
     def _atomic_put(self, path: str, data: bytes) -> None:
+        """Write a whole object: locally a temporary beside it, flushed, renamed; one PUT on S3."""
+        if not self.is_local:
+            self._guarded(f"write {path}", lambda: self.fs.pipe_file(path, data))
+            return
+        folder = path.rsplit("/", 1)[0]
+        temporary = temporary_path(path)
         try:
-            if self.is_local:
-                folder = path.rsplit("/", 1)[0]
-                self.fs.makedirs(folder, exist_ok=True)
-                temporary = f"{folder}/.{uuid.uuid4().hex}.tmp"
-                try:
-                    self.fs.pipe_file(temporary, data)
-                    self.fs.mv(temporary, path)
-                finally:
-                    if self.fs.exists(temporary):
-                        self.fs.rm_file(temporary)
-            else:
-                self.fs.pipe_file(path, data)
+            self.fs.makedirs(folder, exist_ok=True)
+            self.fs.pipe_file(temporary, data)
+            flush_to_disk(temporary)  # the bytes are on disk before the name points at them
+            self.fs.mv(temporary, path)
+            flush_to_disk(folder)  # and the rename itself survives a power cut
         except Exception as exc:
             raise self._guard(f"write {path}", exc) from exc
+        finally:
+            Path(temporary).unlink(missing_ok=True)
