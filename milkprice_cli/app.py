@@ -26,6 +26,7 @@ from milkprice_cli.data import (
 )
 from milkprice_cli.data import main as root_callback
 from milkprice_cli.evaluation import accuracy_command, make_backtest_command
+from milkprice_cli.fetch import fetch_command, publish_demo_command  # adds them to `data`
 from stack.control import stack_app
 
 if TYPE_CHECKING:  # milkprice.pipeline.backfill imports MLflow: only the backfill command loads it
@@ -40,8 +41,10 @@ __all__ = [
     "backfill_command",
     "backtest_command",
     "deploy_command",
+    "fetch_command",
     "forecast_command",
     "monitor_command",
+    "publish_demo_command",
     "serve_command",
 ]
 
