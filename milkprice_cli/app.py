@@ -27,6 +27,7 @@ from milkprice_cli.data import (
 )
 from milkprice_cli.data import main as root_callback
 from milkprice_cli.evaluation import accuracy_command, make_backtest_command
+from milkprice_cli.fetch import fetch_command, publish_demo_command  # adds them to `data`
 
 # Neither module imports Prefect: they check for a running server and name the errors.
 from orchestration.dask_cluster import DaskUnavailableError
@@ -49,8 +50,10 @@ __all__ = [
     "backfill_command",
     "backtest_command",
     "deploy_command",
+    "fetch_command",
     "forecast_command",
     "monitor_command",
+    "publish_demo_command",
     "serve_command",
 ]
 

@@ -15,17 +15,20 @@ from typing import TYPE_CHECKING, Protocol
 
 from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron
 
 from milkprice.settings import get_settings
 from orchestration.events import ACCURACY_ALERT_EVENT, CHAMPION_PROMOTED_EVENT, DATA_INGESTED_EVENT
 from orchestration.flows.backfill_flow import backfill
 from orchestration.flows.forecast_flow import forecast
+from orchestration.flows.ingest_flow import ingest
 from orchestration.flows.main_flow import main
 from orchestration.flows.monitor_flow import monitor
 from orchestration.names import (
     BACKFILL_MONTHS,
     DAILY_FORECAST,
     DAILY_TEST,
+    INGEST_SNIIM,
     MONTHLY_MONITOR,
     TRAIN_MILK_MODEL,
 )
@@ -35,11 +38,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEPLOYMENTS",
+    "INGEST_CRON",
     "POOL_DEPLOYMENTS",
     "DeploymentBuilder",
     "backfill_months_deployment",
     "daily_forecast_deployment",
     "daily_test_deployment",
+    "ingest_sniim_deployment",
     "monthly_monitor_deployment",
     "train_milk_model_deployment",
 ]
@@ -177,6 +182,29 @@ def backfill_months_deployment(*, pooled: bool = False) -> RunnerDeployment:
     )
 
 
+# SNIIM publishes Monday, Wednesday and Friday; a file not online at 14:00 is looked for again
+# at 16:00 and 18:00 (a run that finds the day already in the lake rewrites nothing).
+INGEST_CRON = "0 14,16,18 * * 1,3,5"
+
+
+def ingest_sniim_deployment(*, pooled: bool = False) -> RunnerDeployment:
+    """The SNIIM fetch: Monday, Wednesday, Friday at 14:00, 16:00, 18:00 in MILKPRICE_TIMEZONE.
+
+    One run at a time, in a pool too: two ingests of one month would race on its partition.
+    """
+    settings = get_settings()  # read when serving/deploying starts: the zone of the schedule
+    return ingest.to_deployment(
+        name=INGEST_SNIIM,
+        schedules=[Cron(INGEST_CRON, timezone=settings.timezone)],
+        tags=["milk", "ingest"],
+        description="Fetch the SNIIM publication of the scheduled day (day empty: the day of "
+        "the run's scheduled time) and catch up days missing since the lake's newest date; "
+        "NotPublished when the day is not online.",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+    )
+
+
 # Every deployment `milkprice serve` serves; later issues add theirs here (one line each).
 DEPLOYMENTS: list[DeploymentBuilder] = [
     train_milk_model_deployment,
@@ -184,6 +212,7 @@ DEPLOYMENTS: list[DeploymentBuilder] = [
     daily_forecast_deployment,
     monthly_monitor_deployment,
     backfill_months_deployment,
+    ingest_sniim_deployment,
 ]
 # Those `milkprice deploy --pool` registers on a work pool: all but the serving machine's smoke test.
 POOL_DEPLOYMENTS: list[DeploymentBuilder] = [

@@ -10,11 +10,13 @@ Events (resource ``milkprice.model.<registered model>`` unless said otherwise):
   the alerts' figures, ``source`` and the ``year``/``month`` a retraining should validate on.
 - ``milkprice.alert.failure``: a milkprice flow run failed (resource ``milkprice.flow.<name>``),
   sent by :func:`alert_on_failure`, the ``on_failure`` hook of every flow.
-- ``milkprice.data.ingested``: ``milkprice data ingest`` wrote months (resource
-  ``milkprice.lake.<source>``); sent by :func:`emit_data_ingested`.
+- ``milkprice.data.ingested``: ``milkprice data ingest``/``fetch`` or the ingest flow wrote
+  months (resource ``milkprice.lake.<source>``); sent by :func:`emit_data_ingested` (the CLI)
+  and :func:`emit_lake_changed` (inside a flow).
 - ``milkprice.month.closed``: the first publication of a month reached the lake, so the month
   before it is complete (resource ``milkprice.lake.<source>``; payload ``source``, ``year``,
-  ``month`` of the closed month). ``train-milk-model`` is triggered by it.
+  ``month`` of the closed month), sent by :func:`emit_month_closed` from the ingest flow.
+  ``train-milk-model`` is triggered by it.
 
 The deployments' triggers (:mod:`orchestration.deployments`) match these names.
 """
@@ -44,6 +46,8 @@ __all__ = [
     "emit_alerts",
     "emit_champion_promoted",
     "emit_data_ingested",
+    "emit_lake_changed",
+    "emit_month_closed",
 ]
 
 CHAMPION_PROMOTED_EVENT = "milkprice.champion.promoted"
@@ -129,24 +133,54 @@ def emit_data_ingested(source: Source, report: dict[str, object]) -> str:
 
     if not get_current_settings().api.url:
         return f"PREFECT_API_URL is not set: event {DATA_INGESTED_EVENT} not sent"
-    months = sorted(str(m) for m in report.get("months", []))  # type: ignore[union-attr]
-    newest = Month.parse(months[-1]) if months else None
-    event = Event(
-        event=DATA_INGESTED_EVENT,
-        resource={"prefect.resource.id": f"milkprice.lake.{source}"},
-        payload={
-            "source": source,
-            "months": months,
-            "year": newest.year if newest else 0,
-            "month": newest.month if newest else 0,
-            "rows_added": report.get("rows_added"),
-            "rows_updated": report.get("rows_updated"),
-        },
-    )
+    payload = _ingested_payload(source, report)
+    event = Event(event=DATA_INGESTED_EVENT, resource=_lake_resource(source), payload=payload)
 
     async def _send() -> None:
         async with get_events_client(reconnection_attempts=2) as client:
             await client.emit(event)
 
     asyncio.run(_send())
+    months = payload["months"]
     return f"event {DATA_INGESTED_EVENT} sent (months {', '.join(months) or 'none'})"
+
+
+def _lake_resource(source: Source) -> dict[str, str]:
+    return {"prefect.resource.id": f"milkprice.lake.{source}"}
+
+
+def _ingested_payload(source: Source, report: dict[str, object]) -> dict[str, Any]:
+    """``source``, ``months`` (sorted), the newest month's ``year``/``month``, rows added/updated."""
+    months = sorted(str(m) for m in report.get("months", []))  # type: ignore[union-attr]
+    newest = Month.parse(months[-1]) if months else None
+    return {
+        "source": source,
+        "months": months,
+        "year": newest.year if newest else 0,
+        "month": newest.month if newest else 0,
+        "rows_added": report.get("rows_added"),
+        "rows_updated": report.get("rows_updated"),
+    }
+
+
+def emit_lake_changed(source: Source, report: dict[str, object]) -> str | None:
+    """``milkprice.data.ingested`` from inside a flow (same payload as :func:`emit_data_ingested`).
+
+    Returns the event id, if one was sent.
+    """
+    event = emit_event(
+        event=DATA_INGESTED_EVENT,
+        resource=_lake_resource(source),
+        payload=_ingested_payload(source, report),
+    )
+    return str(event.id) if event else None
+
+
+def emit_month_closed(source: Source, month: Month) -> str | None:
+    """``milkprice.month.closed`` for ``month`` (the CLOSED month); the event id, if sent."""
+    event = emit_event(
+        event=MONTH_CLOSED_EVENT,
+        resource=_lake_resource(source),
+        payload={"source": source, "year": month.year, "month": month.month},
+    )
+    return str(event.id) if event else None

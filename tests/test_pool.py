@@ -1,6 +1,6 @@
 """The deployments on a work pool: `milkprice deploy --pool`, then a real process worker.
 
-Against the session's Prefect server: the command creates the pool and registers the four pool
+Against the session's Prefect server: the command creates the pool and registers the pool
 deployments with the definitions `milkprice serve` uses; a ``prefect worker start --type
 process`` started here (from a folder with no checkout in it) runs a training run on a demo
 lake. The test removes its deployments and pool at the end, so later serving tests start clean.
@@ -26,6 +26,7 @@ from conftest import (
 )
 
 from orchestration.deployments import POOL_DEPLOYMENTS
+from orchestration.names import INGEST_DEPLOYMENT
 from orchestration.names import TRAIN_DEPLOYMENT as TRAIN
 
 pytestmark = pytest.mark.e2e
@@ -48,6 +49,11 @@ EXPECTED = {
         "orchestration.flows.backfill_flow.backfill",
         [],
         {"start", "end", "force"},
+    ),
+    INGEST_DEPLOYMENT: (
+        "orchestration.flows.ingest_flow.ingest",
+        ["0 14,16,18 * * 1,3,5"],
+        {"source", "day"},
     ),
 }
 
@@ -85,7 +91,7 @@ def deployed_pool(prefect_server: str, tmp_path: Path) -> Iterator[tuple[str, di
         _delete(f"{prefect_server}/work_pools/{pool}")
 
 
-def test_deploy_creates_the_pool_and_the_four_deployments(prefect_server, deployed_pool):
+def test_deploy_creates_the_pool_and_its_deployments(prefect_server, deployed_pool):
     pool, _ = deployed_pool
     assert http_json(f"{prefect_server}/work_pools/{pool}")["type"] == "process"
     on_pool = http_json(

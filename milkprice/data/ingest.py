@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import tempfile
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -71,6 +72,8 @@ class IngestReport:
     dropped_average_rows: int
     missing_prices: int
     non_positive_prices: int
+    # Months whose partition did not exist before this ingest (their first publication).
+    months_created: list[Month] = field(default_factory=list)
 
     @property
     def changed_partitions(self) -> list[Month]:
@@ -102,6 +105,7 @@ class IngestReport:
             "dropped_average_rows": self.dropped_average_rows,
             "missing_prices": self.missing_prices,
             "non_positive_prices": self.non_positive_prices,
+            "months_created": [str(month) for month in self.months_created],
         }
 
 
@@ -269,11 +273,16 @@ def _ingest_file(source: str, path: Path, lake: Lake) -> IngestReport:
         dropped_average_rows=publication.dropped_average_rows + summary.dropped_average_rows,
         missing_prices=summary.missing_prices,
         non_positive_prices=summary.non_positive_prices,
+        months_created=[plan.month for plan in plans if plan.previous is None],
     )
 
 
 def ingest_publication(
-    path_or_url: str, lake: Lake, *, work_dir: Path | None = None
+    path_or_url: str,
+    lake: Lake,
+    *,
+    work_dir: Path | None = None,
+    download: Callable[[str, Path], Path] = download_publication,
 ) -> IngestReport:
     """Parse a SNIIM "Leche" publication (a local file or an http(s) URL) into the lake.
 
@@ -281,6 +290,7 @@ def ingest_publication(
         path_or_url: the ``.xlsx`` file, or its URL (downloaded first).
         lake: the lake to upsert into (local or S3: same code).
         work_dir: where a download is kept; default a temporary folder removed afterwards.
+        download: fetches a URL into a folder (timeouts, retries: see ``download_publication``).
 
     Returns:
         What was read and written; a second ingestion of the same file reports no changed
@@ -297,7 +307,7 @@ def ingest_publication(
     if not is_url(path_or_url):
         return _ingest_file(path_or_url, Path(path_or_url), lake)
     with tempfile.TemporaryDirectory(prefix="milkprice-sniim-") as folder:
-        downloaded = download_publication(path_or_url, work_dir or Path(folder))
+        downloaded = download(path_or_url, work_dir or Path(folder))
         try:
             return _ingest_file(path_or_url, downloaded, lake)
         except SniimFormatError as exc:
