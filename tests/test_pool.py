@@ -1,6 +1,6 @@
 """The deployments on a work pool: `milkprice deploy --pool`, then a real process worker.
 
-Against the session's Prefect server: the command creates the pool and registers the four pool
+Against the session's Prefect server: the command creates the pool and registers the five pool
 deployments with the definitions `milkprice serve` uses; a ``prefect worker start --type
 process`` started here (from a folder with no checkout in it) runs a training run on a demo
 lake. The test removes its deployments and pool at the end, so later serving tests start clean.
@@ -33,7 +33,11 @@ pytestmark = pytest.mark.e2e
 PREFECT = str(Path(sys.executable).parent / "prefect")
 # name: (entrypoint, cron schedules, the parameters the UI's form asks for)
 EXPECTED = {
-    TRAIN: ("orchestration.flows.main_flow.main", ["0 6 2 * *"], {"source", "year", "month"}),
+    TRAIN: (
+        "orchestration.flows.main_flow.main",
+        ["0 6 2 * *"],
+        {"source", "year", "month", "force"},
+    ),
     "milk-price-forecast/daily-forecast": (
         "orchestration.flows.forecast_flow.forecast",
         ["0 23 * * *"],
@@ -48,6 +52,11 @@ EXPECTED = {
         "orchestration.flows.backfill_flow.backfill",
         [],
         {"start", "end", "force"},
+    ),
+    "milk-price-lake-freshness/lake-freshness": (
+        "orchestration.flows.freshness_flow.lake_freshness",
+        ["0 9 * * *"],
+        {"source"},
     ),
 }
 
@@ -85,7 +94,7 @@ def deployed_pool(prefect_server: str, tmp_path: Path) -> Iterator[tuple[str, di
         _delete(f"{prefect_server}/work_pools/{pool}")
 
 
-def test_deploy_creates_the_pool_and_the_four_deployments(prefect_server, deployed_pool):
+def test_deploy_creates_the_pool_and_the_five_deployments(prefect_server, deployed_pool):
     pool, _ = deployed_pool
     assert http_json(f"{prefect_server}/work_pools/{pool}")["type"] == "process"
     on_pool = http_json(
@@ -101,6 +110,8 @@ def test_deploy_creates_the_pool_and_the_four_deployments(prefect_server, deploy
         assert found["entrypoint"] == entrypoint  # a module path: no clone, no storage
         assert not found["pull_steps"]  # none ([] or null when it took over a served one)
         assert [s["schedule"]["cron"] for s in found["schedules"]] == crons
+        # Local time: MILKPRICE_TIMEZONE's default (training_env sets none).
+        assert {s["schedule"]["timezone"] for s in found["schedules"]} <= {"America/Mexico_City"}
         assert found["parameters"] == built[name].parameters
         assert sorted(found["tags"]) == sorted(built[name].tags)
         assert set(found["parameter_openapi_schema"]["properties"]) == form
@@ -108,8 +119,13 @@ def test_deploy_creates_the_pool_and_the_four_deployments(prefect_server, deploy
     assert train["global_concurrency_limit"] is None  # the pool's workers share its runs
     forecast = http_json(f"{prefect_server}/deployments/name/milk-price-forecast/daily-forecast")
     assert forecast["global_concurrency_limit"]["limit"] == 1
-    # The event triggers came along: forecast on a new champion, monitor on ingested prices.
-    for name in ("milk-price-forecast/daily-forecast", "milk-price-monitor/monthly-monitor"):
+    # The event triggers came along: training on a closed month, forecast on a new champion,
+    # monitor on ingested prices.
+    for name in (
+        TRAIN,
+        "milk-price-forecast/daily-forecast",
+        "milk-price-monitor/monthly-monitor",
+    ):
         found = http_json(f"{prefect_server}/deployments/name/{name}")
         automations = http_json(
             f"{prefect_server}/automations/related-to/prefect.deployment.{found['id']}"
