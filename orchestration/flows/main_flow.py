@@ -2,7 +2,7 @@
 
 Run once (a manual backfill)::
 
-    python orchestration/flows/main_flow.py --year 2025 --month 2 [--source s3]
+    python orchestration/flows/main_flow.py --year 2025 --month 2 [--source s3] [--force]
 
 or from Python: ``from orchestration.flows.main_flow import main; main(source="local",
 year=2025, month=2)``. With no arguments the script serves the ``train-milk-model``
