@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, tzinfo
 
 import pandas as pd
 
-__all__ = ["Month", "month_range", "previous_month"]
+__all__ = ["Month", "local_date", "local_today", "month_range", "previous_month"]
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{1,2})$")
 
@@ -77,3 +77,26 @@ def month_range(first: Month, last: Month) -> list[Month]:
 def previous_month(today: date | None = None) -> Month:
     """The previous calendar month relative to ``today`` (default: the real today)."""
     return Month.of(today or date.today()).shift(-1)
+
+
+def local_date(when: datetime, zone: tzinfo) -> date:
+    """The calendar day ``when`` falls on in ``zone`` (a naive ``when`` is taken as UTC).
+
+    Prefect's scheduled times are UTC instants: ``2025-03-01T03:00Z`` is still 28 February in
+    Mexico City, so the run's "previous month" is January there, not February.
+    """
+    aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return aware.astimezone(zone).date()
+
+
+def local_today(zone: tzinfo, at: datetime | None = None) -> date:
+    """The day it is in ``zone`` at the instant ``at`` (default: now, from the clock).
+
+    A flow passes its run's scheduled time as ``at``, so a late or catch-up run resolves the
+    day of its schedule; a direct call has none and reads the clock.
+
+    The one place milkprice reads "today" for a user: the entry points pass its answer to the
+    pure functions (:func:`previous_month`, ...) instead of letting them read the machine's
+    local date, which on a server in UTC is tomorrow from 18:00 in Mexico City.
+    """
+    return local_date(at if at is not None else datetime.now(UTC), zone)

@@ -28,7 +28,7 @@ from milkprice.data.demo import DEMO_MONTHS, default_demo_range, write_demo_lake
 from milkprice.data.lake import Lake, LakeError
 from milkprice.data.schema import LakeDataError
 from milkprice.data.sync import describe_lake, push_lake
-from milkprice.months import Month, month_range
+from milkprice.months import Month, local_today, month_range
 from milkprice.settings import Source, get_settings
 
 __all__ = [
@@ -166,7 +166,8 @@ def demo_command(
     out = console()
     with reporting_user_errors():
         settings = get_settings()
-        default_first, default_last = default_demo_range()
+        # Up to the previous month of today in MILKPRICE_TIMEZONE, not of the machine's clock.
+        default_first, default_last = default_demo_range(local_today(settings.zone))
         last = last or default_last
         first = first or (last.shift(-(DEMO_MONTHS - 1)) if end else default_first)
         if last < first:

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from prefect import tags
@@ -39,6 +39,7 @@ from milkprice.months import Month
 from milkprice.pipeline.backfill import (
     COMPLETED,
     FAILED,
+    SKIPPED,
     BackfillRow,
     MonthPlan,
     find_completed_run,
@@ -90,11 +91,11 @@ def _failed_row(month: Month, exc: BaseException) -> BackfillRow:
     return BackfillRow(month, FAILED, detail=f"{type(exc).__name__}: {exc}")
 
 
-def _train_month(month: Month, source: Source) -> BackfillRow:
+def _train_month(month: Month, source: Source, force: bool) -> BackfillRow:
     try:
         with tags("backfill"):
             result = main.with_options(flow_run_name=f"backfill-{month}")(
-                source=source, year=month.year, month=month.month
+                source=source, year=month.year, month=month.month, force=force
             )
     except Exception as exc:  # the month failed; the others go on
         return _failed_row(month, exc)
@@ -131,8 +132,13 @@ def run_in_process(
     source: Source,
     concurrency: int,
     on_row: RowCallback | None = None,
+    *,
+    force: bool = False,
 ) -> list[BackfillRow]:
-    """Train the months of ``plans`` not marked done, ``concurrency`` at a time, in threads."""
+    """Train the months of ``plans`` not marked done, ``concurrency`` at a time, in threads.
+
+    ``force`` reaches the flow too: without it the flow would skip a month already done.
+    """
     todo = [plan for plan in plans if not plan.skip]
     if not todo:
         return []
@@ -141,7 +147,7 @@ def run_in_process(
         # Each worker runs in a copy of this thread's context, so Prefect's settings context
         # (a profile, `temporary_settings`) holds there too: new threads start with none.
         futures = [
-            pool.submit(contextvars.copy_context().run, _train_month, plan.month, source)
+            pool.submit(contextvars.copy_context().run, _train_month, plan.month, source, force)
             for plan in todo
         ]
         return _collect(futures, on_row)
@@ -165,7 +171,21 @@ def _check_deployment_served(name: str) -> None:
         )
 
 
-def _run_month(plan: MonthPlan, source: Source, key: str, timeout: float | None) -> Any:
+@dataclass(frozen=True)
+class _Runs:
+    """What every month's run of one backfill on the deployment shares."""
+
+    source: Source
+    zone: tzinfo  # of the monthly schedule each run stands in for
+    nonce: str | None  # set with force: new idempotency keys, and the flow trains anyway
+    started: datetime
+
+    @property
+    def force(self) -> bool:
+        return self.nonce is not None
+
+
+def _run_month(plan: MonthPlan, runs: _Runs, key: str, timeout: float | None) -> Any:
     """``run_deployment`` for the month's run: created once per key, found again after that.
 
     ``timeout=0`` returns the run at once; ``None`` waits until it ends (Prefect polls it). Only
@@ -173,8 +193,13 @@ def _run_month(plan: MonthPlan, source: Source, key: str, timeout: float | None)
     """
     return run_deployment(
         DEPLOYMENT_NAME,
-        parameters={"source": source, "year": plan.month.year, "month": plan.month.month},
-        scheduled_time=scheduled_time_for(plan.month),
+        parameters={
+            "source": runs.source,
+            "year": plan.month.year,
+            "month": plan.month.month,
+            "force": runs.force,
+        },
+        scheduled_time=scheduled_time_for(plan.month, runs.zone),
         flow_run_name=f"backfill-{plan.month}",
         idempotency_key=key,
         tags=["backfill"],
@@ -184,23 +209,22 @@ def _run_month(plan: MonthPlan, source: Source, key: str, timeout: float | None)
     )
 
 
-def _create_run(
-    plan: MonthPlan, source: Source, nonce: str | None, started: datetime
-) -> tuple[Any, str]:
+def _create_run(plan: MonthPlan, runs: _Runs) -> tuple[Any, str]:
     """Create (or find, by idempotency key) the month's run on the deployment; run and key.
 
     A run found by its key that ended badly before this backfill started would be returned
     again forever: such a key gets a retry suffix instead, so a failed month can be retried.
     """
     for attempt in range(_MAX_ATTEMPTS):
-        suffix = ":".join(part for part in (nonce, f"retry{attempt}" if attempt else None) if part)
-        key = idempotency_key(plan, source, suffix or None)
-        flow_run = _run_month(plan, source, key, timeout=0)
+        retry = f"retry{attempt}" if attempt else None
+        suffix = ":".join(part for part in (runs.nonce, retry) if part)
+        key = idempotency_key(plan, runs.source, suffix or None)
+        flow_run = _run_month(plan, runs, key, timeout=0)
         # The plan found no complete MLflow run for this key's month, data and code, so an
         # earlier run that already ended (failed, or completed into a store since lost) is stale.
         stale = (
             flow_run.created is not None
-            and flow_run.created < started
+            and flow_run.created < runs.started
             and flow_run.state is not None
             and flow_run.state.is_final()
         )
@@ -209,14 +233,12 @@ def _create_run(
     raise RuntimeError(f"{plan.month}: {_MAX_ATTEMPTS} earlier runs of this month ended badly")
 
 
-def _follow_run(
-    settings: Settings, plan: MonthPlan, source: Source, nonce: str | None, started: datetime
-) -> BackfillRow:
+def _follow_run(settings: Settings, plan: MonthPlan, runs: _Runs) -> BackfillRow:
     try:
-        flow_run, key = _create_run(plan, source, nonce, started)
+        flow_run, key = _create_run(plan, runs)
         if flow_run.state is None or not flow_run.state.is_final():
             # The same key finds the same run: run_deployment waits for it to end.
-            flow_run = _run_month(plan, source, key, timeout=None)
+            flow_run = _run_month(plan, runs, key, timeout=None)
     except Exception as exc:
         return _failed_row(plan.month, exc)
     state = flow_run.state
@@ -226,7 +248,9 @@ def _follow_run(
             if plan.fingerprint
             else None
         )
-        return BackfillRow.from_run(plan.month, COMPLETED, done, f"flow run {flow_run.name}")
+        # "Skipped": the flow found the month done meanwhile (another run of it finished).
+        ended = SKIPPED if state.name == SKIPPED else COMPLETED
+        return BackfillRow.from_run(plan.month, ended, done, f"flow run {flow_run.name}")
     return BackfillRow.from_run(
         plan.month, state.name, None, f"flow run {flow_run.name}: {state.message or state.name}"
     )
@@ -247,12 +271,10 @@ def run_via_deployment(
         return []
     _check_deployment_served(DEPLOYMENT_NAME)
     nonce = f"force-{uuid.uuid4().hex[:12]}" if force else None
-    started = datetime.now(UTC)
+    runs = _Runs(source, settings.zone, nonce, datetime.now(UTC))
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="backfill") as pool:
         futures = [
-            pool.submit(
-                contextvars.copy_context().run, _follow_run, settings, plan, source, nonce, started
-            )
+            pool.submit(contextvars.copy_context().run, _follow_run, settings, plan, runs)
             for plan in todo
         ]
         return _collect(futures, on_row)
@@ -318,5 +340,5 @@ def run_backfill(
     elif dask_address:
         ran = run_on_dask(plans, source, dask_address, on_row)
     else:
-        ran = run_in_process(plans, source, concurrency, on_row)
+        ran = run_in_process(plans, source, concurrency, on_row, force=force)
     return BackfillReport(sorted([*skipped, *ran], key=lambda row: row.month))

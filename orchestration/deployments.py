@@ -7,6 +7,12 @@ returning a ``RunnerDeployment``; adding one is adding its builder to :data:`DEP
 ``milkprice deploy --pool NAME`` (:mod:`orchestration.pool`) registers the same definitions,
 those of :data:`POOL_DEPLOYMENTS`, on a work pool instead: one list, two ways to execute it.
 The names of the flows and deployments are in :mod:`orchestration.names`.
+
+Every schedule is a cron in MILKPRICE_TIMEZONE (default America/Mexico_City, where SNIIM and
+its users are; read when serving or deploying starts), so the Prefect UI shows it in that zone
+and ``year=0, month=0`` resolve there too. The times, local: training 06:00 on the 2nd,
+smoke test 08:00 daily, forecast 23:00 daily (after the day's publication is fetched),
+monitoring 07:00 on the 3rd, lake freshness 09:00 daily.
 """
 
 from __future__ import annotations
@@ -15,12 +21,18 @@ from typing import TYPE_CHECKING, Protocol
 
 from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
-from prefect.schedules import Cron
+from prefect.schedules import Cron, Schedule
 
 from milkprice.settings import get_settings
-from orchestration.events import ACCURACY_ALERT_EVENT, CHAMPION_PROMOTED_EVENT, DATA_INGESTED_EVENT
+from orchestration.events import (
+    ACCURACY_ALERT_EVENT,
+    CHAMPION_PROMOTED_EVENT,
+    DATA_INGESTED_EVENT,
+    MONTH_CLOSED_EVENT,
+)
 from orchestration.flows.backfill_flow import backfill
 from orchestration.flows.forecast_flow import forecast
+from orchestration.flows.freshness_flow import lake_freshness
 from orchestration.flows.ingest_flow import ingest
 from orchestration.flows.main_flow import main
 from orchestration.flows.monitor_flow import monitor
@@ -29,6 +41,7 @@ from orchestration.names import (
     DAILY_FORECAST,
     DAILY_TEST,
     INGEST_SNIIM,
+    LAKE_FRESHNESS,
     MONTHLY_MONITOR,
     TRAIN_MILK_MODEL,
 )
@@ -45,6 +58,7 @@ __all__ = [
     "daily_forecast_deployment",
     "daily_test_deployment",
     "ingest_sniim_deployment",
+    "lake_freshness_deployment",
     "monthly_monitor_deployment",
     "train_milk_model_deployment",
 ]
@@ -68,6 +82,14 @@ class DeploymentBuilder(Protocol):
         ...
 
 
+def _local_cron(expr: str) -> list[Schedule]:
+    """``schedules=`` of a deployment: the cron ``expr`` in MILKPRICE_TIMEZONE.
+
+    Read when serving or deploying starts (an entry point), never at import.
+    """
+    return [Cron(expr, timezone=get_settings().timezone)]
+
+
 # Flow parameters of a run an event triggers: the lake and the month named in its payload.
 _MONTH_FROM_EVENT = {
     "source": "{{ event.payload.source }}",
@@ -77,15 +99,25 @@ _MONTH_FROM_EVENT = {
 
 
 def train_milk_model_deployment(*, pooled: bool = False) -> RunnerDeployment:
-    """The monthly training run: on the 2nd at 06:00 UTC, for the previous calendar month.
+    """The monthly training run, for the month a ``milkprice.month.closed`` event names.
 
-    With MILKPRICE_RETRAIN_ON_ALERT=true (read when serving starts) also at once on a
-    ``milkprice.alert.accuracy`` event, for the source and month in its payload. In a pool
-    (``pooled``) it has no concurrency limit of its own: the pool's workers share the runs.
+    The event (any lake, ``milkprice.lake.*``) starts the run for the source and month in its
+    payload as soon as a month's first publication closes the month before. The cron, 06:00
+    local time on the 2nd, for the previous calendar month, is the fallback: a month already
+    trained on the same data and code ends Skipped (:func:`orchestration.flows.main_flow.main`),
+    so event and cron train it once. With MILKPRICE_RETRAIN_ON_ALERT=true (read when serving
+    starts) also at once on a ``milkprice.alert.accuracy`` event. In a pool (``pooled``) it has
+    no concurrency limit of its own: the pool's workers share the runs.
     """
     settings = get_settings()
     model = settings.registered_model
-    triggers = [
+    month_closed = DeploymentEventTrigger(
+        name="train when a month is closed",
+        expect={MONTH_CLOSED_EVENT},
+        match={"prefect.resource.id": "milkprice.lake.*"},
+        parameters=_MONTH_FROM_EVENT,
+    )
+    retrain = [
         DeploymentEventTrigger(
             name=f"retrain when {model}'s accuracy alerts",
             expect={ACCURACY_ALERT_EVENT},
@@ -94,27 +126,30 @@ def train_milk_model_deployment(*, pooled: bool = False) -> RunnerDeployment:
         )
     ]
     return main.to_deployment(
-        triggers=triggers if settings.retrain_on_alert else None,
+        triggers=[month_closed, *(retrain if settings.retrain_on_alert else [])],
         name=TRAIN_MILK_MODEL,
-        cron="0 6 2 * *",
+        schedules=_local_cron("0 6 2 * *"),
         tags=["milk", "training"],
         description="Train on the 12 months before the validation month, validate, register, "
-        "promote if better. year=0, month=0 means the previous calendar month.",
+        "promote if better; a month already complete for the same data and code is skipped "
+        "unless force. year=0, month=0 means the previous calendar month (local time). "
+        "Triggered by milkprice.month.closed; the monthly cron is the fallback.",
         concurrency_limit=None if pooled else _CONCURRENCY_LIMIT,
         entrypoint_type=_ENTRYPOINT,
     )
 
 
 def daily_test_deployment(*, pooled: bool = False) -> RunnerDeployment:
-    """A daily smoke run of the same flow on the local lake (previous calendar month).
+    """A daily smoke run of the same flow on the local lake (previous calendar month), 08:00.
 
     Serving only: "the local lake" means the serving machine's; a pool's workers have their own.
+    ``force``: a smoke test must train, not find yesterday's run and skip.
     """
     return main.to_deployment(
         name=DAILY_TEST,
-        cron="0 8 * * *",
+        schedules=_local_cron("0 8 * * *"),
         tags=["milk", "test"],
-        parameters={"source": "local"},
+        parameters={"source": "local", "force": True},
         description="Daily check that the training flow still runs end to end on the local lake.",
         concurrency_limit=_CONCURRENCY_LIMIT,
         entrypoint_type=_ENTRYPOINT,
@@ -122,13 +157,16 @@ def daily_test_deployment(*, pooled: bool = False) -> RunnerDeployment:
 
 
 def daily_forecast_deployment(*, pooled: bool = False) -> RunnerDeployment:
-    """The batch forecast: every evening at 23:00 UTC, and as soon as a champion is promoted."""
+    """The batch forecast: every evening at 23:00 local time, and when a champion is promoted.
+
+    23:00: after the afternoon's publication (Monday, Wednesday, Friday) and its retries.
+    """
     # Read when `serve` starts (an entry point), never at import: the trigger listens to the
     # model this serving process's settings name.
     model = get_settings().registered_model
     return forecast.to_deployment(
         name=DAILY_FORECAST,
-        cron="0 23 * * *",
+        schedules=_local_cron("0 23 * * *"),
         tags=["milk", "forecast"],
         description="Forecast every series with the champion up to the end of next month; "
         "parquet under forecasts/, CSV and plots under reports/ (cutoff=the newest data).",
@@ -146,10 +184,13 @@ def daily_forecast_deployment(*, pooled: bool = False) -> RunnerDeployment:
 
 
 def monthly_monitor_deployment(*, pooled: bool = False) -> RunnerDeployment:
-    """Accuracy of the stored forecasts: on the 3rd at 07:00 UTC, and when prices arrive."""
+    """Accuracy of the stored forecasts: on the 3rd at 07:00 local time, and when prices arrive.
+
+    The 3rd, a day after the training's fallback: the previous month is scored by then.
+    """
     return monitor.to_deployment(
         name=MONTHLY_MONITOR,
-        cron="0 7 3 * *",
+        schedules=_local_cron("0 7 3 * *"),
         tags=["milk", "monitoring"],
         description="Score the stored forecasts of a month (year=0, month=0: the previous "
         "calendar month); alert by event and webhook when they are off.",
@@ -205,6 +246,23 @@ def ingest_sniim_deployment(*, pooled: bool = False) -> RunnerDeployment:
     )
 
 
+def lake_freshness_deployment(*, pooled: bool = False) -> RunnerDeployment:
+    """The stale-lake check: every day at 09:00 local time, on the default source's lake.
+
+    09:00: the morning after a publication day, once its fetch and retries are over.
+    """
+    return lake_freshness.to_deployment(
+        name=LAKE_FRESHNESS,
+        schedules=_local_cron("0 9 * * *"),
+        tags=["milk", "monitoring"],
+        parameters={"source": get_settings().source},
+        description="Alert (event milkprice.alert.stale-data, webhook) when the lake's newest "
+        "publication is older than MILKPRICE_STALE_LAKE_DAYS on the day of the run.",
+        concurrency_limit=_CONCURRENCY_LIMIT,
+        entrypoint_type=_ENTRYPOINT,
+    )
+
+
 # Every deployment `milkprice serve` serves; later issues add theirs here (one line each).
 DEPLOYMENTS: list[DeploymentBuilder] = [
     train_milk_model_deployment,
@@ -213,6 +271,7 @@ DEPLOYMENTS: list[DeploymentBuilder] = [
     monthly_monitor_deployment,
     backfill_months_deployment,
     ingest_sniim_deployment,
+    lake_freshness_deployment,
 ]
 # Those `milkprice deploy --pool` registers on a work pool: all but the serving machine's smoke test.
 POOL_DEPLOYMENTS: list[DeploymentBuilder] = [

@@ -8,6 +8,9 @@ Events (resource ``milkprice.model.<registered model>`` unless said otherwise):
 - ``milkprice.alert.accuracy`` / ``milkprice.alert.coverage``: one per kind of alert a
   monitoring run raised (so two accuracy rules firing start one retraining, not two); payload:
   the alerts' figures, ``source`` and the ``year``/``month`` a retraining should validate on.
+- ``milkprice.alert.stale-data``: the lake's newest publication is older than
+  MILKPRICE_STALE_LAKE_DAYS (the ``lake-freshness`` deployment); payload as the alerts above,
+  ``year``/``month`` those of the day checked. Nothing is triggered by it: it is for people.
 - ``milkprice.alert.failure``: a milkprice flow run failed (resource ``milkprice.flow.<name>``),
   sent by :func:`alert_on_failure`, the ``on_failure`` hook of every flow.
 - ``milkprice.data.ingested``: ``milkprice data ingest``/``fetch`` or the ingest flow wrote
@@ -32,6 +35,7 @@ from prefect.events import Event, emit_event
 from prefect.logging.loggers import flow_run_logger
 
 from milkprice.monitoring.alerts import Alert, failure_alert, send_alerts
+from milkprice.monitoring.freshness import STALE_DATA_KIND
 from milkprice.months import Month
 from milkprice.settings import Settings, Source, get_settings
 
@@ -42,6 +46,7 @@ __all__ = [
     "DATA_INGESTED_EVENT",
     "FAILURE_ALERT_EVENT",
     "MONTH_CLOSED_EVENT",
+    "STALE_DATA_EVENT",
     "alert_on_failure",
     "emit_alerts",
     "emit_champion_promoted",
@@ -54,6 +59,7 @@ CHAMPION_PROMOTED_EVENT = "milkprice.champion.promoted"
 ALERT_EVENT_PREFIX = "milkprice.alert."
 ACCURACY_ALERT_EVENT = f"{ALERT_EVENT_PREFIX}accuracy"
 FAILURE_ALERT_EVENT = f"{ALERT_EVENT_PREFIX}failure"
+STALE_DATA_EVENT = f"{ALERT_EVENT_PREFIX}{STALE_DATA_KIND}"
 DATA_INGESTED_EVENT = "milkprice.data.ingested"
 MONTH_CLOSED_EVENT = "milkprice.month.closed"
 

@@ -11,9 +11,11 @@ __all__ = [
     "BACKFILL_MONTHS",
     "DAILY_FORECAST",
     "DAILY_TEST",
+    "FRESHNESS_FLOW",
     "INGEST_DEPLOYMENT",
     "INGEST_FLOW",
     "INGEST_SNIIM",
+    "LAKE_FRESHNESS",
     "MONTHLY_MONITOR",
     "TRAINING_FLOW",
     "TRAIN_DEPLOYMENT",
@@ -28,6 +30,8 @@ MONTHLY_MONITOR = "monthly-monitor"
 BACKFILL_MONTHS = "backfill-months"
 INGEST_FLOW = "milk-price-ingest"
 INGEST_SNIIM = "ingest-sniim"
+FRESHNESS_FLOW = "milk-price-lake-freshness"
+LAKE_FRESHNESS = "lake-freshness"
 # ``flow/deployment``, as run_deployment and the REST API's /deployments/name/ take it.
 TRAIN_DEPLOYMENT = f"{TRAINING_FLOW}/{TRAIN_MILK_MODEL}"
 INGEST_DEPLOYMENT = f"{INGEST_FLOW}/{INGEST_SNIIM}"

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from milkprice.data.lake import Lake
+from milkprice.months import local_today
 from milkprice.pipeline.training_run import (
     MAX_YEAR,
     MIN_YEAR,
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate on the newest complete month in the lake (what `make run` does)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="train even when MLflow holds a complete run of the month for the same data and "
+        "code (without it such a run is skipped)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -70,7 +77,10 @@ def run_cli(argv: list[str]) -> int:
     """Entry point of the script; returns the process exit status."""
     args = _parser().parse_args(argv)
     disable_telemetry()
-    if not (args.latest or args.json) and args.year is args.month is args.source is None:
+    if (
+        not (args.latest or args.json or args.force)
+        and args.year is args.month is args.source is None
+    ):
         from orchestration.serve import serve_training  # noqa: PLC0415 - imports prefect.serve
 
         return serve_training()
@@ -80,9 +90,11 @@ def run_cli(argv: list[str]) -> int:
     try:
         year, month = args.year or 0, args.month or 0
         if args.latest:
-            latest = newest_complete_month(Lake.from_settings(settings, source))
+            # "Complete" as of today where the user lives (MILKPRICE_TIMEZONE).
+            lake = Lake.from_settings(settings, source)
+            latest = newest_complete_month(lake, local_today(settings.zone))
             year, month = latest.year, latest.month
-        result = main(source=source, year=year, month=month)
+        result = main(source=source, year=year, month=month, force=args.force)
     except Exception as exc:  # the message is the user's answer; the flow logged the trace
         print(f"milk-price-training failed: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import mlflow
 import pytest
@@ -62,7 +63,11 @@ def test_idempotency_key_names_month_source_data_and_code():
         assert part in key
     assert idempotency_key(plan, "s3") != key
     assert idempotency_key(plan, "local", "force-1") != key
-    assert scheduled_time_for(Month(2025, 12)) == datetime(2026, 1, 2, 6, tzinfo=UTC)
+    # 06:00 on the 2nd where the schedule lives (MILKPRICE_TIMEZONE), as the deployment's cron.
+    zone = ZoneInfo("America/Mexico_City")
+    scheduled = scheduled_time_for(Month(2025, 12), zone)
+    assert scheduled == datetime(2026, 1, 2, 6, tzinfo=zone)
+    assert scheduled.astimezone(UTC) == datetime(2026, 1, 2, 12, tzinfo=UTC)
 
 
 def test_row_cells_and_failure():

@@ -230,7 +230,8 @@ def test_two_runs_of_one_month_at_once_leave_the_alias_where_the_gate_decided(cl
         started = [
             run_deployment(
                 TRAIN_DEPLOYMENT,
-                parameters={"source": "s3", "year": year, "month": month},
+                # force: both must train even if one ends before the other looks for it.
+                parameters={"source": "s3", "year": year, "month": month, "force": True},
                 # Different seeds: two different models of the same month.
                 job_variables={"env": {"MILKPRICE_SEED": str(seed)}},
                 flow_run_name=f"race-seed-{seed}",

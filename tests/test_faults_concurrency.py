@@ -74,7 +74,8 @@ def test_four_runs_at_once_on_sqlite_register_once_and_never_demote(
     watcher.start()
     processes = [
         subprocess.Popen(
-            [sys.executable, script, "--year", str(y), "--month", str(m), "--json"],
+            # --force: two runs of 2025-03 are meant to train both (not skip the later one).
+            [sys.executable, script, "--year", str(y), "--month", str(m), "--json", "--force"],
             env=env,
             cwd=tmp_path,
             stdout=subprocess.PIPE,

@@ -71,6 +71,19 @@ def test_flow_trains_logs_and_registers_a_version(env):
     assert version.tags["promotion"] == ("promoted" if result.promoted else "rejected")
     assert version.tags["promotion_reason"] == result.reason
 
+    # The same month again, same data and code: nothing trained, nothing registered.
+    again = main(source="local", year=VALIDATION.year, month=VALIDATION.month, return_state=True)
+    assert (again.type.value, again.name) == ("COMPLETED", "Skipped")
+    skipped = again.result()
+    assert skipped.skipped and not skipped.promoted
+    assert (skipped.run_id, skipped.model_version) == (result.run_id, "1")
+    assert skipped.metrics["val_rmse"] == pytest.approx(result.metrics["val_rmse"])
+    assert result.run_id in skipped.reason and "force" in skipped.reason
+    assert [str(v.version) for v in client.search_model_versions("name = 'milk-price-model'")] == [
+        "1"
+    ]
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
 
 def test_flow_publishes_metrics_table_and_mlflow_link(env):
     from prefect.client.orchestration import get_client
@@ -151,8 +164,10 @@ def test_s3_source_gives_the_same_metrics_as_local(env, demo_root, s3_env):
         Lake(f"s3://{s3_env['S3_BUCKET']}", {"endpoint_url": s3_env["AWS_ENDPOINT_URL"]}),
     )
     assert len(pushed) == len(range(15))
-    remote = main(source="s3", year=VALIDATION.year, month=VALIDATION.month)
-    assert remote.source == "s3"
+    # force: the same data (the fingerprint is of the bytes) would skip; this compares trainings.
+    remote = main(source="s3", year=VALIDATION.year, month=VALIDATION.month, force=True)
+    assert remote.source == "s3" and not remote.skipped
+    assert remote.run_id != local.run_id
     assert remote.data_fingerprint == local.data_fingerprint
     assert remote.metrics == pytest.approx(local.metrics, rel=1e-9)
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])

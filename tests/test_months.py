@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
 
-from milkprice.months import Month, month_range, previous_month
+from milkprice.months import Month, local_date, local_today, month_range, previous_month
+from milkprice.pipeline.training_run import resolve_validation_month
+
+MEXICO_CITY = ZoneInfo("America/Mexico_City")
 
 
 @pytest.mark.parametrize(
@@ -129,3 +133,36 @@ def test_previous_month(today: date, expected: Month):
 
 def test_previous_month_defaults_to_the_real_today():
     assert previous_month() == Month.of(date.today()).shift(-1)
+
+
+@pytest.mark.parametrize(
+    ("when", "zone", "expected"),
+    [
+        # 03:00 UTC on 1 March is 21:00 on 28 February in Mexico City (UTC-6, no DST since 2022).
+        (datetime(2025, 3, 1, 3, 0, tzinfo=UTC), MEXICO_CITY, date(2025, 2, 28)),
+        (datetime(2025, 3, 1, 6, 0, tzinfo=UTC), MEXICO_CITY, date(2025, 3, 1)),
+        (datetime(2025, 3, 1, 5, 59, tzinfo=UTC), MEXICO_CITY, date(2025, 2, 28)),
+        # A naive time is UTC, not the machine's zone.
+        (datetime(2025, 3, 1, 3, 0), MEXICO_CITY, date(2025, 2, 28)),
+        # Already in another zone: the instant counts, not its wall clock.
+        (datetime(2025, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=9))), UTC, date(2024, 12, 31)),
+        (datetime(2025, 3, 1, 3, 0, tzinfo=UTC), UTC, date(2025, 3, 1)),
+    ],
+)
+def test_local_date_is_the_day_of_the_instant_in_the_zone(when, zone, expected):
+    assert local_date(when, zone) == expected
+
+
+def test_scheduled_zero_zero_resolves_to_the_month_before_in_the_zone():
+    scheduled = datetime(2025, 3, 1, 3, 0, tzinfo=UTC)
+    today = local_today(MEXICO_CITY, at=scheduled)
+    assert resolve_validation_month(0, 0, today) == Month(2025, 1)
+    # In UTC the same instant is already March: February would be trained.
+    assert resolve_validation_month(0, 0, local_today(UTC, at=scheduled)) == Month(2025, 2)
+
+
+def test_local_today_without_an_instant_reads_the_clock_in_the_zone():
+    before = datetime.now(UTC).astimezone(MEXICO_CITY).date()
+    today = local_today(MEXICO_CITY)
+    after = datetime.now(UTC).astimezone(MEXICO_CITY).date()
+    assert today in {before, after}

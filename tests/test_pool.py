@@ -34,7 +34,11 @@ pytestmark = pytest.mark.e2e
 PREFECT = str(Path(sys.executable).parent / "prefect")
 # name: (entrypoint, cron schedules, the parameters the UI's form asks for)
 EXPECTED = {
-    TRAIN: ("orchestration.flows.main_flow.main", ["0 6 2 * *"], {"source", "year", "month"}),
+    TRAIN: (
+        "orchestration.flows.main_flow.main",
+        ["0 6 2 * *"],
+        {"source", "year", "month", "force"},
+    ),
     "milk-price-forecast/daily-forecast": (
         "orchestration.flows.forecast_flow.forecast",
         ["0 23 * * *"],
@@ -54,6 +58,11 @@ EXPECTED = {
         "orchestration.flows.ingest_flow.ingest",
         ["0 14,16,18 * * 1,3,5"],
         {"source", "day"},
+    ),
+    "milk-price-lake-freshness/lake-freshness": (
+        "orchestration.flows.freshness_flow.lake_freshness",
+        ["0 9 * * *"],
+        {"source"},
     ),
 }
 
@@ -107,6 +116,8 @@ def test_deploy_creates_the_pool_and_its_deployments(prefect_server, deployed_po
         assert found["entrypoint"] == entrypoint  # a module path: no clone, no storage
         assert not found["pull_steps"]  # none ([] or null when it took over a served one)
         assert [s["schedule"]["cron"] for s in found["schedules"]] == crons
+        # Local time: MILKPRICE_TIMEZONE's default (training_env sets none).
+        assert {s["schedule"]["timezone"] for s in found["schedules"]} <= {"America/Mexico_City"}
         assert found["parameters"] == built[name].parameters
         assert sorted(found["tags"]) == sorted(built[name].tags)
         assert set(found["parameter_openapi_schema"]["properties"]) == form
@@ -114,8 +125,13 @@ def test_deploy_creates_the_pool_and_its_deployments(prefect_server, deployed_po
     assert train["global_concurrency_limit"] is None  # the pool's workers share its runs
     forecast = http_json(f"{prefect_server}/deployments/name/milk-price-forecast/daily-forecast")
     assert forecast["global_concurrency_limit"]["limit"] == 1
-    # The event triggers came along: forecast on a new champion, monitor on ingested prices.
-    for name in ("milk-price-forecast/daily-forecast", "milk-price-monitor/monthly-monitor"):
+    # The event triggers came along: training on a closed month, forecast on a new champion,
+    # monitor on ingested prices.
+    for name in (
+        TRAIN,
+        "milk-price-forecast/daily-forecast",
+        "milk-price-monitor/monthly-monitor",
+    ):
         found = http_json(f"{prefect_server}/deployments/name/{name}")
         automations = http_json(
             f"{prefect_server}/automations/related-to/prefect.deployment.{found['id']}"

@@ -73,7 +73,8 @@ class Alert:
 
     Attributes:
         kind: What is wrong: ``accuracy`` (errors too large), ``coverage`` (intervals too
-            narrow), ``failure`` (a flow run failed); a drift check would add ``drift``.
+            narrow), ``failure`` (a flow run failed), ``drift``, ``stale-data`` (no new
+            publication for too long, :mod:`milkprice.monitoring.freshness`).
         check: The rule that fired, e.g. ``rmse_vs_naive``.
         message: One line a person can act on.
         month: The month monitored (``YYYY-MM``), if any.

@@ -4,13 +4,18 @@ A month counts as done when MLflow holds a run of it tagged ``run_status=complet
 data fingerprint (of its 13-month window, as the lake holds it now) and the same code version:
 the same data and code would train the same model again. ``--force`` runs it anyway. The
 orchestration shell (:mod:`orchestration.backfill`) runs the months this module plans.
+
+The training flow asks the same question before it trains (:func:`find_completed_run` on its
+window's fingerprint and :func:`~milkprice.pipeline.training_run.code_version`, as
+:func:`plan_backfill` does) and answers a month already done with :func:`skipped_result`: so a
+month closed by an event and the monthly schedule's fallback run never train it twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, tzinfo
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -21,6 +26,7 @@ from milkprice.pipeline.training_run import (
     RUN_COMPLETE,
     RUN_STATUS_TAG,
     TrainingResult,
+    code_version,
     load_training_window,
 )
 from milkprice.registry.tracking import mlflow_lock
@@ -37,6 +43,7 @@ __all__ = [
     "idempotency_key",
     "plan_backfill",
     "scheduled_time_for",
+    "skipped_result",
 ]
 
 MAX_BACKFILL_MONTHS = 240  # 20 years: a typo in --start should not queue a thousand runs
@@ -52,6 +59,7 @@ class CompletedRun:
     naive_rmse: float | None
     version: str | None
     promoted: bool | None
+    metrics: dict[str, float] = field(default_factory=dict)  # every metric the run logged
 
 
 @dataclass(frozen=True)
@@ -105,10 +113,10 @@ class BackfillRow:
 
     @classmethod
     def from_result(cls, result: TrainingResult) -> BackfillRow:
-        """A month trained in this process."""
+        """A month trained in this process (or skipped by the flow: done meanwhile)."""
         return cls(
             Month.parse(result.validation_month),
-            COMPLETED,
+            SKIPPED if result.skipped else COMPLETED,
             result.metrics.get("val_rmse"),
             result.metrics.get("naive_val_rmse"),
             result.model_version,
@@ -192,6 +200,31 @@ def find_completed_run(
         naive_rmse=_metric(run.data.metrics, "naive_val_rmse"),
         version=str(versions[0].version) if versions else None,
         promoted=None if promotion is None else promotion == "promoted",
+        metrics={name: float(value) for name, value in run.data.metrics.items()},
+    )
+
+
+def skipped_result(
+    source: str, month: Month, fingerprint: str, done: CompletedRun
+) -> TrainingResult:
+    """What a training run returns instead of training ``month`` again: ``done``'s figures.
+
+    Nothing is registered or promoted by it (``promoted`` is False); ``reason`` says which run
+    already holds the month and how to train anyway.
+    """
+    return TrainingResult(
+        validation_month=str(month),
+        source=source,
+        metrics=done.metrics,
+        model_version=done.version or "",
+        run_id=done.run_id,
+        promoted=False,
+        reason=f"skipped: MLflow run {done.run_id} (model version {done.version or 'none'}) is "
+        f"already complete for {month} with the same data and code; force=True trains again",
+        data_fingerprint=fingerprint,
+        code_version=code_version(),
+        missing_months=[],
+        skipped=True,
     )
 
 
@@ -236,10 +269,13 @@ def idempotency_key(plan: MonthPlan, source: str, nonce: str | None = None) -> s
     return f"{key}:{nonce}" if nonce else key
 
 
-def scheduled_time_for(month: Month) -> datetime:
-    """When the monthly schedule (``0 6 2 * *``, UTC) would have trained ``month``."""
+def scheduled_time_for(month: Month, zone: tzinfo) -> datetime:
+    """When the monthly schedule would have trained ``month``: 06:00 on the next month's 2nd.
+
+    The schedule is ``0 6 2 * *`` in MILKPRICE_TIMEZONE (``zone``), as the deployment's.
+    """
     after = month.shift(1)
-    return datetime(after.year, after.month, 2, 6, 0, tzinfo=UTC)
+    return datetime(after.year, after.month, 2, 6, 0, tzinfo=zone)
 
 
 def failed_months(rows: Sequence[BackfillRow]) -> list[Month]:

@@ -82,6 +82,9 @@ class TrainingResult(BaseModel):
     data_fingerprint: str
     code_version: str
     missing_months: list[str]
+    # True: nothing trained, a complete run of the month for the same data and code exists
+    # (``run_id``, ``model_version`` and ``metrics`` are that run's); see ``force``.
+    skipped: bool = False
 
 
 def resolve_validation_month(year: int, month: int, today: date | None = None) -> Month:
@@ -119,9 +122,10 @@ def newest_complete_month(lake: Lake, today: date | None = None) -> Month:
 def summary_text(result: TrainingResult, settings: Settings) -> str:
     """What a person reads after a run: metrics beside baselines, the decision, where to look."""
     rows = metrics_table(result.metrics)
+    done = f"nothing trained, {result.reason}" if result.skipped else ""
     lines = [
         f"Validation month {result.validation_month} (source {result.source}): "
-        f"model version {result.model_version}",
+        f"{done or f'model version {result.model_version}'}",
         f"{'forecast':<20}{'RMSE':>8}{'MAE':>8}{'RMSE/naive':>12}{'MAE/naive':>11}",
     ]
     lines += [
@@ -129,8 +133,9 @@ def summary_text(result: TrainingResult, settings: Settings) -> str:
         f"{row['rmse_vs_naive']:>12.3f}{row['mae_vs_naive']:>11.3f}"
         for row in rows
     ]
+    decision = f"{'promoted' if result.promoted else 'not promoted'} ({result.reason})"
     lines += [
-        f"champion: {'promoted' if result.promoted else 'not promoted'} ({result.reason})",
+        f"champion: {'unchanged' if result.skipped else decision}",
         f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}"
         if not settings.mlflow_tracking_uri.startswith("http")
         else f"MLflow UI:  {settings.mlflow_tracking_uri}",

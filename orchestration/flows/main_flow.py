@@ -2,7 +2,7 @@
 
 Run once (a manual backfill)::
 
-    python orchestration/flows/main_flow.py --year 2025 --month 2 [--source s3]
+    python orchestration/flows/main_flow.py --year 2025 --month 2 [--source s3] [--force]
 
 or from Python: ``from orchestration.flows.main_flow import main; main(source="local",
 year=2025, month=2)``. With no arguments the script serves the ``train-milk-model``
@@ -16,10 +16,13 @@ from typing import Annotated, Literal
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from pydantic import Field
 
 from milkprice.data.lake import Lake
 from milkprice.model.training import assemble_outcome
+from milkprice.months import local_today
+from milkprice.pipeline.backfill import SKIPPED, skipped_result
 from milkprice.pipeline.training_run import (
     MAX_YEAR,
     TrainingResult,
@@ -32,6 +35,7 @@ from orchestration.names import TRAINING_FLOW as FLOW_NAME
 from orchestration.tasks.training import (
     baseline_version,
     champion_promoted_event,
+    completed_run,
     evaluation,
     features,
     promotion_decision,
@@ -57,17 +61,35 @@ def main(
         int,
         Field(ge=0, le=12, description="Validation month (1-12); 0/0 = previous calendar month."),
     ] = 0,
-) -> TrainingResult:
-    """Train on the 12 months before ``year/month``, validate on it, register, maybe promote."""
+    force: Annotated[
+        bool,
+        Field(
+            description="Train even if the month already has a complete run for this data "
+            "and code (otherwise such a run ends Skipped, registering nothing)."
+        ),
+    ] = False,
+) -> TrainingResult | State[TrainingResult]:
+    """Train on the 12 months before ``year/month``, validate on it, register, maybe promote.
+
+    A month whose window (same data fingerprint) already has a complete MLflow run made by the
+    same code version is not trained again unless ``force``: the run ends in a Completed state
+    named ``Skipped`` whose result is that run's (``TrainingResult.skipped``), and nothing is
+    registered or promoted. So the ``milkprice.month.closed`` trigger and the monthly schedule,
+    or two events for one month, train it once. A direct call returns the result either way.
+    """
     settings = get_settings()
     # "previous month" of the run's schedule, not of the clock: a late or catch-up run of the
-    # October schedule still trains on September (a direct call's scheduled time is now).
-    scheduled = flow_run.scheduled_start_time
-    validation_month = resolve_validation_month(
-        year, month, scheduled.date() if scheduled else None
-    )
+    # October schedule still trains on September (a direct call's scheduled time is now). The
+    # day is the one in MILKPRICE_TIMEZONE: 03:00 UTC on 1 March is still February there.
+    today = local_today(settings.zone, at=flow_run.scheduled_start_time)
+    validation_month = resolve_validation_month(year, month, today)
     lake = Lake.from_settings(settings, source)
     window = training_window(lake, validation_month)
+    done = None if force else completed_run(settings, window, validation_month)
+    if done is not None:
+        skipped = skipped_result(source, validation_month, window.fingerprint, done)
+        print(f"{validation_month}: {skipped.reason}")
+        return Completed(name=SKIPPED, message=skipped.reason, data=skipped)
     split = validated_frame(lake, window, validation_month)
     rows = features(window.frame, split)
     tuning, fitted, residuals = tuned_model(

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from milkprice.data.lake import Lake
+from milkprice.months import local_today
 from milkprice.pipeline.training_run import MAX_YEAR, resolve_validation_month
 from milkprice.settings import get_settings
 from orchestration.events import alert_on_failure
@@ -51,9 +52,10 @@ def monitor(
         when no webhook is configured or nothing was raised).
     """
     settings = get_settings()
-    # As the training flow: the previous month of the run's schedule, not of the clock.
-    scheduled = flow_run.scheduled_start_time
-    target = resolve_validation_month(year, month, scheduled.date() if scheduled else None)
+    # As the training flow: the previous month of the run's schedule (in MILKPRICE_TIMEZONE),
+    # not of the clock.
+    today = local_today(settings.zone, at=flow_run.scheduled_start_time)
+    target = resolve_validation_month(year, month, today)
     lake = Lake.from_settings(settings, source)
     table = accuracy_of_stored_forecasts(lake)
     champion = champion_validation(settings)

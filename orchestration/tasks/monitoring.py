@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pandas as pd
@@ -28,6 +29,7 @@ from milkprice.monitoring.drift import (
 )
 from milkprice.monitoring.report import log_monitoring_run, render_report, write_report
 from milkprice.months import Month
+from milkprice.serving.loader import latest_cutoff
 from milkprice.settings import Settings, Source
 from orchestration.events import emit_alerts
 
@@ -42,6 +44,7 @@ __all__ = [
     "data_drift",
     "monitoring_artifacts",
     "monitoring_report",
+    "newest_publication",
 ]
 
 MONITOR_TABLE_KEY = "milk-price-accuracy"
@@ -176,3 +179,12 @@ def data_drift(
     for alert in alerts:
         get_run_logger().warning("ALERT %s: %s", alert.kind, alert.message)
     return alerts, drift_markdown(result, settings.alert_max_drift_share), pages
+
+
+@task(name="newest-publication", retries=2, retry_delay_seconds=2)
+def newest_publication(lake: Lake) -> date | None:
+    """The newest publication date in the lake; ``None`` when it has no partition at all."""
+    try:
+        return latest_cutoff(lake).date()
+    except FileNotFoundError:
+        return None

@@ -22,8 +22,10 @@ from milkprice.model.training import (
 )
 from milkprice.model.tuning import TuningResult
 from milkprice.months import Month
+from milkprice.pipeline.backfill import CompletedRun, find_completed_run
 from milkprice.pipeline.training_run import (
     check_window,
+    code_version,
     load_training_window,
     log_and_register,
     metrics_table,
@@ -37,6 +39,7 @@ from orchestration.events import CHAMPION_PROMOTED_EVENT, emit_champion_promoted
 
 __all__ = [
     "champion_promoted_event",
+    "completed_run",
     "evaluation",
     "features",
     "promotion_decision",
@@ -74,6 +77,18 @@ def training_window(lake: Lake, validation_month: Month) -> LakeWindow:
     for summary in window.summaries:
         logger.info("read %s", summary.to_dict())
     return window
+
+
+@task(name="completed-run", retries=_IO_RETRIES, retry_delay_seconds=2)
+def completed_run(
+    settings: Settings, window: LakeWindow, validation_month: Month
+) -> CompletedRun | None:
+    """The complete MLflow run of the month for this window's data and this code, if any.
+
+    The backfill's own question (:func:`milkprice.pipeline.backfill.plan_backfill`), asked of
+    the same fingerprint and code version.
+    """
+    return find_completed_run(settings, validation_month, window.fingerprint, code_version())
 
 
 @task(name="validated-frame")
