@@ -81,7 +81,7 @@ format: .venv  ## Apply ruff fixes and formatting
 
 # Background stack on 127.0.0.1 under supervisord: config, socket, logs under STATE_DIR (default
 # .state/). `make up`: Prefect server, MLflow UI, `milkprice serve` and the API (explorer at /)
-# on PREFECT_PORT (4200), MLFLOW_PORT (5000) and API_PORT (8000). `make up STACK=cluster`: PostgreSQL, S3 (moto), Prefect and MLflow servers,
+# on PREFECT_PORT (4200), MLFLOW_PORT (5000) and API_PORT (8000), and the demo publisher on PUBLISHER_PORT (8010). `make up STACK=cluster`: PostgreSQL, S3 (moto), Prefect and MLflow servers,
 # a Dask cluster and two Prefect workers on a work pool, on free ports (see STATE_DIR/stack.json).
 STACK ?= local
 .PHONY: up down status

@@ -82,6 +82,7 @@ def stack_up(
     prefect_port: int = 4200,
     mlflow_port: int = 5000,
     api_port: int = 8000,
+    publisher_port: int = 8010,
     demo: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
@@ -113,7 +114,13 @@ def stack_up(
             info = cluster_up(supervisor, environ, demo=demo)
         else:
             info = local_up(
-                supervisor, environ, prefect_port, mlflow_port, api_port=api_port, demo=demo
+                supervisor,
+                environ,
+                prefect_port,
+                mlflow_port,
+                api_port=api_port,
+                publisher_port=publisher_port,
+                demo=demo,
             )
         info["supervisord_conf"] = str(supervisor.conf)
         info["logs"] = str(supervisor.log_dir)
@@ -208,6 +215,10 @@ def up_command(
     api_port: Annotated[
         int, typer.Option(envvar="API_PORT", help="Local stack: prediction API and explorer port.")
     ] = 8000,
+    publisher_port: Annotated[
+        int,
+        typer.Option(envvar="PUBLISHER_PORT", help="Local stack: the demo publisher's port."),
+    ] = 8010,
     demo: Annotated[
         bool, typer.Option("--demo/--no-demo", help="Fill an empty lake with the demo data.")
     ] = True,
@@ -220,6 +231,7 @@ def up_command(
             prefect_port=prefect_port,
             mlflow_port=mlflow_port,
             api_port=api_port,
+            publisher_port=publisher_port,
             demo=demo,
         )
     except StackError as exc:

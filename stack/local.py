@@ -1,16 +1,22 @@
 """The local stack of ``make up``: Prefect server, MLflow UI, ``milkprice serve`` and the API.
 
-Everything on 127.0.0.1; :mod:`stack.control` starts it under one supervisord and records what
-:func:`local_up` returns in ``stack.json``.
+With the demo (the default) it also runs the demo publisher (``milkprice data publish-demo``,
+``PUBLISHER_PORT``) and points the served flows' ``MILKPRICE_SNIIM_URL_TEMPLATE`` at it, then
+starts one ``ingest-sniim`` run: the demo lake ends with the previous month, the publisher has
+this month's publications, so the loop runs by itself on a fresh machine (fetch, month closed,
+training, forecast). Everything on 127.0.0.1; :mod:`stack.control` starts it under one
+supervisord and records what :func:`local_up` returns in ``stack.json``.
 """
 
 from __future__ import annotations
 
 import socket
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
+from milkprice.settings import SNIIM_LECHE_URL_TEMPLATE
 from stack.ready import deployment_polled, http_ok
 from stack.supervisor import Program, Supervisor, run_step, wait_until
 
@@ -21,6 +27,8 @@ _BIN = Path(sys.executable).parent
 _START_TIMEOUT_S = 240.0
 # orchestration.names.TRAIN_DEPLOYMENT (stack/ cannot import it; tests/test_layout.py holds the two equal)
 _SERVE_DEPLOYMENT = "milk-price-training/train-milk-model"
+# orchestration.names.INGEST_DEPLOYMENT (held equal by tests/test_layout.py as well)
+_INGEST_DEPLOYMENT = "milk-price-ingest/ingest-sniim"
 
 
 class StackError(RuntimeError):
@@ -39,21 +47,36 @@ def local_up(
     mlflow_port: int,
     *,
     api_port: int,
+    publisher_port: int,
     demo: bool,
 ) -> dict[str, object]:
-    """Prefect server + MLflow UI (+ demo lake), then ``milkprice serve`` and the API."""
+    """Prefect server + MLflow UI (+ demo lake and publisher), then ``serve`` and the API."""
     api_url = f"http://{_HOST}:{prefect_port}/api"
     predict_url = f"http://{_HOST}:{api_port}"
     mlflow_url = f"http://{_HOST}:{mlflow_port}"
     tracking_uri = environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     with_mlflow = not tracking_uri.startswith(("http://", "https://"))  # else a server exists
-    ports = (("PREFECT_PORT", prefect_port), ("MLFLOW_PORT", mlflow_port), ("API_PORT", api_port))
-    for name, port in ports:
-        if (with_mlflow or name != "MLFLOW_PORT") and not _port_free(port):
+    publisher_url = f"http://{_HOST}:{publisher_port}"
+    ports = (
+        ("PREFECT_PORT", prefect_port, True),
+        ("MLFLOW_PORT", mlflow_port, with_mlflow),
+        ("API_PORT", api_port, True),
+        ("PUBLISHER_PORT", publisher_port, demo),
+    )
+    for name, port, used in ports:
+        if used and not _port_free(port):
             raise StackError(
                 f"port {port} on {_HOST} is already in use; stop what uses it or choose "
                 f"another port ({name}=...)"
             )
+    serve_env = {
+        "PREFECT_API_URL": api_url,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MILKPRICE_MLFLOW_UI_URL": environ.get("MILKPRICE_MLFLOW_UI_URL", mlflow_url),
+    }
+    if demo:  # the demo publisher's files, under SNIIM's own paths
+        path = urllib.parse.urlsplit(SNIIM_LECHE_URL_TEMPLATE).path
+        serve_env["MILKPRICE_SNIIM_URL_TEMPLATE"] = f"{publisher_url}{path}"
     programs = [
         Program(
             "prefect",
@@ -69,11 +92,7 @@ def local_up(
         Program(
             "serve",
             [sys.executable, "-m", "milkprice_cli", "serve"],
-            {
-                "PREFECT_API_URL": api_url,
-                "MLFLOW_TRACKING_URI": tracking_uri,
-                "MILKPRICE_MLFLOW_UI_URL": environ.get("MILKPRICE_MLFLOW_UI_URL", mlflow_url),
-            },
+            serve_env,
             priority=30,
         ),
         # Loopback only: the API refuses a wider bind without MILKPRICE_API_ADMIN_TOKEN. It
@@ -109,6 +128,12 @@ def local_up(
             )
         )
         checks["mlflow"] = http_ok(f"{mlflow_url}/health")
+    if demo:
+        publish = ["data", "publish-demo", "--host", _HOST, "--port", str(publisher_port)]
+        programs.append(
+            Program("publisher", [sys.executable, "-m", "milkprice_cli", *publish], {}, priority=20)
+        )
+        checks["publisher"] = http_ok(f"{publisher_url}/")
     supervisor.write_config(programs, Path.cwd())
     supervisor.start_daemon({**environ, "PYTHONUNBUFFERED": "1"})
     supervisor.start(*checks)
@@ -126,7 +151,10 @@ def local_up(
         },
         _START_TIMEOUT_S,
     )
-    return {
+    if demo:  # fetch what the publisher has now rather than at the next scheduled time
+        kick = [str(_BIN / "prefect"), "deployment", "run", _INGEST_DEPLOYMENT]
+        run_step(supervisor, "ingest-kick", kick, {**environ, "PREFECT_API_URL": api_url})
+    info: dict[str, object] = {
         "stack": "local",
         "prefect_api_url": api_url,
         "prefect_ui_url": f"http://{_HOST}:{prefect_port}",
@@ -137,3 +165,6 @@ def local_up(
         "explorer_url": f"{predict_url}/",
         "env": {"PREFECT_API_URL": api_url, "MLFLOW_TRACKING_URI": tracking_uri},
     }
+    if demo:
+        info["publisher_url"] = f"{publisher_url}/"
+    return info

@@ -135,9 +135,10 @@ def test_imports_in_a_main_block_do_not_count(tree_copy: Path) -> None:
 
 
 def test_names_typed_once_where_stack_cannot_import_them() -> None:
-    # stack/ never imports orchestration/, so it repeats the training deployment's name once:
-    # this holds the copy to the one definition.
-    from orchestration.names import TRAIN_DEPLOYMENT
-    from stack import local as control
+    # stack/ never imports orchestration/, so it repeats two deployment names once (the one it
+    # waits for, the one it starts a run of): this holds the copies to the one definition.
+    from orchestration.names import INGEST_DEPLOYMENT, TRAIN_DEPLOYMENT
+    from stack import local
 
-    assert control._SERVE_DEPLOYMENT == TRAIN_DEPLOYMENT
+    assert local._SERVE_DEPLOYMENT == TRAIN_DEPLOYMENT
+    assert local._INGEST_DEPLOYMENT == INGEST_DEPLOYMENT

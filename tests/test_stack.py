@@ -10,14 +10,21 @@ import json
 import shlex
 import socket
 import subprocess
+import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psutil
 import pytest
-from conftest import REPO_ROOT, free_port, http_json, training_env
+from conftest import REPO_ROOT, free_port, http_json, training_env, wait_flow_run_final
 
+from milkprice.data.demo import publication_dates
 from milkprice.data.lake import Lake
+from milkprice.months import Month
+
+_PROGRAMS = {"prefect", "mlflow", "serve", "api", "publisher"}
 
 
 def _port_open(port: int) -> bool:
@@ -36,6 +43,18 @@ def _make(target: str, env: dict[str, str]) -> subprocess.CompletedProcess:
         timeout=600,
         check=False,
     )
+
+
+def _first_run(api_url: str, deployment: str, timeout_s: float = 300) -> dict:
+    """The first flow run of ``deployment`` (a deployment name), once one exists."""
+    body = {"deployments": {"name": {"any_": [deployment]}}, "sort": "START_TIME_ASC"}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = http_json(f"{api_url}/flow_runs/filter", body)
+        if runs:
+            return runs[0]
+        time.sleep(2)
+    raise TimeoutError(f"no run of {deployment} within {timeout_s}s")
 
 
 def _supervisorctl(conf: Path, *args: str) -> subprocess.CompletedProcess:
@@ -79,8 +98,10 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
     lake_root = tmp_path / "empty-lake"  # `make up` fills an empty lake with the demo
     state = tmp_path / "state"
     prefect_port, mlflow_port, api_port = free_port(), free_port(), free_port()
+    publisher_port = free_port()
     env.update(
         API_PORT=str(api_port),
+        PUBLISHER_PORT=str(publisher_port),
         MILKPRICE_DATA_ROOT=str(lake_root),
         STATE_DIR=str(state),
         PREFECT_PORT=str(prefect_port),
@@ -92,7 +113,7 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
         assert up.returncode == 0, up.stdout + up.stderr
         info = json.loads((state / "stack.json").read_text())
         assert info["stack"] == "local"
-        assert set(info["processes"]) == {"prefect", "mlflow", "serve", "api"}
+        assert set(info["processes"]) == _PROGRAMS
         for pid in info["processes"].values():  # the pids supervisord reported, and children
             parent = psutil.Process(pid)
             processes += [parent, *parent.children(recursive=True)]
@@ -107,7 +128,7 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
         assert status.returncode == 0, status.stdout + status.stderr
         lines = {line.split()[0]: line.split()[1] for line in status.stdout.splitlines()}
         assert set(lines.values()) == {"RUNNING"}
-        assert set(lines) == {"prefect", "mlflow", "serve", "api"}
+        assert set(lines) == _PROGRAMS
         assert "serving" in _supervisorctl(conf, "tail", "serve").stdout
         made_status = _make("status", env)
         assert made_status.returncode == 0, made_status.stdout + made_status.stderr
@@ -129,7 +150,35 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
             assert response.status == 200
             assert response.headers["content-type"].startswith("text/html")
         assert (state / "prefect").is_dir()  # PREFECT_HOME (the server's SQLite) lives here
-        assert Lake(str(lake_root)).list_months()  # the demo lake was created
+        lake = Lake(str(lake_root))
+        demo_months = lake.list_months()
+        assert demo_months  # the demo lake was created
+
+        # The loop closes by itself: `up` started one ingest-sniim run, which fetched what the
+        # demo publisher has of this month (the demo lake ends with the previous one); the
+        # month's first publication closed the previous month, whose training it started.
+        ingest = wait_flow_run_final(api, _first_run(api, "ingest-sniim")["id"], 300)
+        assert ingest["state"]["type"] == "COMPLETED", ingest["state"]
+        today = datetime.now(ZoneInfo("America/Mexico_City")).date()
+        this_month = Month.of(today)
+        published = [
+            d.date() for d in publication_dates(this_month, this_month) if d.date() <= today
+        ]
+        if not published:  # the first days of a month may have no publication yet
+            assert lake.list_months() == demo_months
+            assert ingest["state"]["name"] == "NotPublished", ingest["state"]
+        else:
+            assert lake.list_months() == [*demo_months, this_month]
+            dates = set(lake.read_month(this_month)[0]["Fecha"].dt.date)
+            assert dates == set(published)
+            closed = this_month.shift(-1)
+            training = _first_run(api, "train-milk-model")
+            assert (training["parameters"]["year"], training["parameters"]["month"]) in {
+                (closed.year, closed.month),
+                (str(closed.year), str(closed.month)),
+            }, training["parameters"]
+            training = wait_flow_run_final(api, training["id"], 600)
+            assert training["state"]["type"] == "COMPLETED", training["state"]
     finally:
         down = _make("down", env)
     assert down.returncode == 0, down.stdout + down.stderr
@@ -139,6 +188,7 @@ def test_make_up_status_then_down_on_a_fresh_state_folder(tmp_path):
     assert not _port_open(prefect_port)
     assert not _port_open(mlflow_port)
     assert not _port_open(api_port)
+    assert not _port_open(publisher_port)
     assert not (state / "stack.json").exists()
     after = _make("status", env)
     assert after.returncode != 0
