@@ -23,6 +23,7 @@ from milkprice.data.fetch import (
 )
 from milkprice.data.ingest import ingest_publication
 from milkprice.data.lake import Lake
+from milkprice.data.lake_guard import LOCK_FOLDER
 from milkprice.months import Month
 from milkprice_cli.app import app
 from milkprice_cli.fetch import EXIT_NOT_PUBLISHED
@@ -38,8 +39,11 @@ def january() -> pd.DataFrame:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
+    """The lake's files; the month locks (kept on purpose, see lake_guard) are no data."""
     return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and LOCK_FOLDER not in p.relative_to(root).parts
     }
 
 

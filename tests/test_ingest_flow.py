@@ -129,3 +129,23 @@ def test_catch_up_closes_january_then_not_published_then_a_failure(world):
     failure = f"milkprice.flow.{INGEST_FLOW}"
     assert len(_events(api, later, {FAILURE_ALERT_EVENT}, 1, resource=failure)) == 1
     assert _events(api, later, {DATA_INGESTED_EVENT, MONTH_CLOSED_EVENT}, 0) == []
+
+
+def test_cli_fetch_sends_data_ingested_with_the_ingest_payload(world, monkeypatch):
+    from typer.testing import CliRunner
+
+    from milkprice_cli.app import app
+
+    api = world["api"]
+    monkeypatch.setenv("PREFECT_API_URL", api)
+    since = datetime.now().astimezone()
+    result = CliRunner().invoke(
+        app, ["data", "fetch", "--since", "2025-01-28", "--day", "2025-01-31"]
+    )
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "event milkprice.data.ingested sent (months 2025-01)" in result.stdout
+    (event,) = _events(api, since, {DATA_INGESTED_EVENT}, 1)
+    assert event["payload"] == {
+        "source": "local", "months": ["2025-01"], "year": 2025, "month": 1,
+        "rows_added": 2 * 24, "rows_updated": 0,
+    }  # fmt: skip

@@ -97,3 +97,18 @@ def test_publish_demo_refuses_a_bad_through():
         check=False,
     )
     assert result.returncode == 1 and "--through" in result.stderr, result.stderr
+
+
+def test_the_package_writer_imports_nothing_of_the_parser():
+    import ast
+
+    import milkprice.data.sniim_workbook as writer
+
+    tree = ast.parse(Path(writer.__file__).read_text())
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not {name for name in imported if name and name.startswith("milkprice")}, imported

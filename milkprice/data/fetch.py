@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Literal
 
 from milkprice.data.ingest import IngestReport, ingest_publication
@@ -228,8 +228,6 @@ def ingested_summary(results: list[FetchResult]) -> dict[str, object] | None:
 def day_in_zone(when: datetime, zone: tzinfo) -> date:
     """The calendar day of ``when`` in ``zone`` (a naive ``when`` is taken as UTC)."""
     if when.tzinfo is None:
-        from datetime import UTC  # noqa: PLC0415
-
         when = when.replace(tzinfo=UTC)
     return when.astimezone(zone).date()
 
